@@ -1,0 +1,210 @@
+"""The HDF5 feature-set file: one file per (dataset, base, feature options).
+
+Layout (format version 1)::
+
+    features   (N, *feature_shape)  float32|float16, chunked, lzf-compressed
+    ids        (N,)  utf-8 str      sample id = path relative to the dataset root
+    sha256     (N,)  ascii S64      content hash of the image bytes
+    labels     (N,)  int32          index into meta["class_names"]
+    split      (N,)  ascii S10      "train" | "validation" | "test"
+    skipped/ids, skipped/reasons    files that could not be decoded (never get a row)
+    attrs["meta"]                   JSON: class names, base, weights identity, layer, pooling,
+                                    input size, preprocessing, dtype, versions, key, timings ...
+
+A file is written to a temporary name and renamed into place only when complete, so a
+file under its final name is always whole; ``meta["features_sha256"]`` lets ``verify`` check
+the numbers themselves.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+FORMAT_VERSION = 1
+SPLITS = ("train", "validation", "test")
+SUFFIX = ".h5"
+
+
+@dataclass
+class FeatureSet:
+    """Features of one dataset under one base, with everything aligned row by row."""
+
+    features: np.ndarray
+    labels: np.ndarray
+    ids: np.ndarray
+    sha256: np.ndarray
+    split: np.ndarray
+    meta: dict[str, Any]
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    path: Path | None = None
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.meta["class_names"])
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return tuple(self.features.shape[1:])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def mask(self, split: str) -> np.ndarray:
+        if split not in SPLITS:
+            raise PipelineError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        return self.split == split
+
+    def xy(self, split: str, flatten: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """Features and labels of one split; spatial maps are flattened to rows by default."""
+        m = self.mask(split)
+        x = self.features[m]
+        if flatten:
+            x = x.reshape(len(x), -1)
+        return x, self.labels[m]
+
+
+def features_digest(features: np.ndarray) -> str:
+    return hashlib.sha256(np.ascontiguousarray(features).tobytes()).hexdigest()
+
+
+def write_feature_set(
+    path: str | os.PathLike,
+    *,
+    features: np.ndarray,
+    labels: Sequence[int] | np.ndarray,
+    ids: Sequence[str],
+    sha256: Sequence[str],
+    split: Sequence[str],
+    meta: dict[str, Any],
+    skipped: Sequence[tuple[str, str]] = (),
+) -> Path:
+    """Write a complete feature set atomically (temporary file, then rename).
+
+    ``meta`` must hold ``class_names``; the format version and a digest of the features are
+    added here.
+    """
+    path = Path(path)
+    n = len(ids)
+    if not (len(features) == len(labels) == len(sha256) == len(split) == n):
+        raise ValueError("features, labels, ids, sha256 and split must have the same length")
+    if "class_names" not in meta:
+        raise ValueError("meta must hold class_names")
+    bad = sorted(set(split) - set(SPLITS))
+    if bad:
+        raise ValueError(f"unknown split names {bad}; expected {SPLITS}")
+    meta = dict(meta, format_version=FORMAT_VERSION, n_samples=n,
+                features_sha256=features_digest(features),
+                feature_shape=list(features.shape[1:]), dtype=str(features.dtype))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with h5py.File(tmp, "w") as f:
+            chunk_rows = max(1, min(n, (1 << 20) // max(1, int(np.prod(features.shape[1:])) * 4)))
+            f.create_dataset(
+                "features", data=features,
+                chunks=(chunk_rows, *features.shape[1:]) if n else None,
+                compression="lzf" if n else None, shuffle=bool(n),
+            )
+            f.create_dataset("ids", data=np.array(list(ids), dtype=object),
+                             dtype=h5py.string_dtype("utf-8"))
+            f.create_dataset("sha256", data=np.array(list(sha256), dtype="S64"))
+            f.create_dataset("labels", data=np.asarray(labels, dtype=np.int32))
+            f.create_dataset("split", data=np.array(list(split), dtype="S10"))
+            g = f.create_group("skipped")
+            g.create_dataset("ids", data=np.array([s[0] for s in skipped], dtype=object),
+                             dtype=h5py.string_dtype("utf-8"))
+            g.create_dataset("reasons", data=np.array([s[1] for s in skipped], dtype=object),
+                             dtype=h5py.string_dtype("utf-8"))
+            f.attrs["meta"] = json.dumps(meta, sort_keys=True)
+            # Mirrors for h5ls/h5dump users; "meta" is the source of truth.
+            for key in ("base", "pooling", "layer", "input_size", "key", "format_version"):
+                if meta.get(key) is not None:
+                    f.attrs[key] = meta[key]
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """The metadata of a feature-set file, without loading the features."""
+    with _open(path) as f:
+        return _meta(f, path)
+
+
+def load_feature_set(path: str | os.PathLike, *, mmap_features: bool = False) -> FeatureSet:
+    """Load a feature-set file written by :func:`write_feature_set` (or by ``extract``)."""
+    path = Path(path)
+    with _open(path) as f:
+        meta = _meta(f, path)
+        try:
+            features = f["features"][()]
+            ids = f["ids"].asstr()[()]
+            sha = f["sha256"][()].astype(str)
+            labels = f["labels"][()].astype(np.int64)
+            split = f["split"][()].astype(str)
+            skipped = list(zip(f["skipped/ids"].asstr()[()], f["skipped/reasons"].asstr()[()],
+                               strict=True))
+        except (KeyError, OSError) as e:
+            raise PipelineError(f"{path}: not a complete feature cache ({e})") from None
+    if not (len(features) == len(ids) == len(sha) == len(labels) == len(split)):
+        raise PipelineError(f"{path}: corrupt feature cache (datasets of different lengths)")
+    return FeatureSet(features=features, labels=labels, ids=np.asarray(ids, dtype=object),
+                      sha256=sha, split=split, meta=meta, skipped=skipped, path=path)
+
+
+def verify_feature_set(path: str | os.PathLike) -> list[str]:
+    """Problems found in a feature-set file; an empty list means it is whole and consistent."""
+    try:
+        fs = load_feature_set(path)
+    except PipelineError as e:
+        return [str(e)]
+    problems = []
+    if features_digest(fs.features) != fs.meta.get("features_sha256"):
+        problems.append("features do not match their recorded digest")
+    if fs.meta.get("format_version") != FORMAT_VERSION:
+        problems.append(f"format version {fs.meta.get('format_version')} != {FORMAT_VERSION}")
+    if len(set(fs.ids)) != len(fs.ids):
+        problems.append("duplicate sample ids")
+    n_classes = len(fs.class_names)
+    if len(fs.labels) and (fs.labels.min() < 0 or fs.labels.max() >= n_classes):
+        problems.append("labels outside the class list")
+    if not np.isfinite(fs.features).all():
+        problems.append("non-finite feature values")
+    if any(len(h) != 64 for h in fs.sha256):
+        problems.append("malformed content hashes")
+    return problems
+
+
+def _open(path: str | os.PathLike) -> h5py.File:
+    path = Path(path)
+    if not path.exists():
+        raise PipelineError(f"{path}: no such feature cache")
+    try:
+        return h5py.File(path, "r")
+    except OSError as e:
+        raise PipelineError(f"{path}: not a readable HDF5 feature cache ({e})") from None
+
+
+def _meta(f: h5py.File, path: str | os.PathLike) -> dict[str, Any]:
+    raw = f.attrs.get("meta")
+    if raw is None:
+        raise PipelineError(f"{path}: not a feature cache written by pipeline (no metadata)")
+    try:
+        return json.loads(raw)
+    except ValueError:
+        raise PipelineError(f"{path}: corrupt feature cache metadata") from None
