@@ -103,7 +103,7 @@ def build_extractor(
             out = conv.get_layer(layer).output
         except ValueError:
             raise PipelineError(f"{spec.name} has no layer {layer!r}; "
-                                f"e.g. {', '.join(l.name for l in conv.layers[-4:])}") from None
+                                f"e.g. {', '.join(lyr.name for lyr in conv.layers[-4:])}") from None
     inner = keras.Model(conv.input, out, name=f"{spec.name}_base")
     inp = keras.Input((size, size, 3), name="image")
     x = inner(spec.preprocessing.layer()(inp), training=False)

@@ -1,0 +1,42 @@
+"""Cache keys: hashes of everything that changes the numbers, and nothing else.
+
+The **options key** covers the extractor (base, weights identity, layer, pooling, input size,
+preprocessing, resize) plus the stored dtype and the format version; it names the file and
+the resumable work folder. The **content key** adds the sorted content hashes of the images,
+so it changes exactly when the features would. No paths, no mtimes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Iterable
+from typing import Any
+
+from pipeline.cache.store import FORMAT_VERSION
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+
+
+def options_key(extractor_options: dict[str, Any], dtype: str) -> str:
+    return _digest({"extractor": extractor_options, "dtype": dtype,
+                    "format_version": FORMAT_VERSION})
+
+
+def content_key(options: str, sha256s: Iterable[str]) -> str:
+    return _digest({"options": options, "images": sorted(set(sha256s))})
+
+
+def dataset_digest(ids: Iterable[str], sha256s: Iterable[str], labels: Iterable[int],
+                   splits: Iterable[str], class_names: list[str]) -> str:
+    """What a feature set holds besides the numbers: which sample is what, in which split."""
+    rows = sorted(zip(ids, sha256s, (int(v) for v in labels), splits, strict=True))
+    return _digest({"rows": rows, "classes": class_names})
+
+
+def cache_file_name(dataset: str, base: str, options: str) -> str:
+    safe = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset).strip("_") or "data"
+    return f"{safe}-{base}-{options[:12]}.h5"

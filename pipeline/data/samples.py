@@ -1,0 +1,59 @@
+"""Samples and datasets: what every later stage aligns on.
+
+A sample's **id** is its path relative to the dataset root (POSIX separators) and its
+**sha256** is the hash of its bytes; both travel with every feature row, label and prediction.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
+
+
+@dataclass(frozen=True)
+class Sample:
+    id: str
+    path: Path
+    label: int
+    sha256: str
+    split: str | None = None
+
+
+@dataclass
+class Dataset:
+    """A labelled image collection, resolved to files, with content hashes and splits."""
+
+    name: str
+    source: str  # what the user named: a folder, a CSV file, or a builtin name
+    root: Path
+    class_names: list[str]
+    samples: list[Sample]
+    options: dict = field(default_factory=dict)  # e.g. {"elpv_levels": True}
+
+    def class_counts(self) -> dict[str, int]:
+        c = Counter(s.label for s in self.samples)
+        return {name: c.get(i, 0) for i, name in enumerate(self.class_names)}
+
+    def split_counts(self) -> dict[str, int]:
+        return dict(Counter(s.split for s in self.samples))
+
+    def with_samples(self, samples: list[Sample]) -> Dataset:
+        return replace(self, samples=samples)
+
+
+def is_image_file(path: Path) -> bool:
+    """Candidate images by name; hidden files are ignored (decoding decides the rest)."""
+    return (not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
+            and path.is_file())
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
