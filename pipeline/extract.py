@@ -244,6 +244,7 @@ def _write(plan: _Plan, ds: Dataset, digest: str, dtype: str, result: ExtractRes
         class_names=ds.class_names,
         dataset=ds.name,
         dataset_source=ds.source,
+        dataset_root=str(ds.root),  # where the images were; not part of any key
         dataset_options=ds.options,
         dtype=dtype,
         options_key=plan.options,
