@@ -51,3 +51,12 @@ def isolated_dirs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("PIPELINE_REPORTS_DIR", str(tmp_path / "reports"))
     return tmp_path
+
+
+@pytest.fixture(scope="session")
+def elpv_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The real ELPV dataset through the real offline base, extracted once per session."""
+    from pipeline.extract import extract
+
+    cache = tmp_path_factory.mktemp("elpv-cache")
+    return extract("elpv", ["efficientnet_lite0"], cache_dir=cache, quiet=True)[0]
