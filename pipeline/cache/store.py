@@ -71,7 +71,7 @@ class FeatureSet:
         m = self.mask(split)
         x = self.features[m]
         if flatten:
-            x = x.reshape(len(x), -1)
+            x = x.reshape(len(x), int(np.prod(self.feature_shape)))
         return x, self.labels[m]
 
 

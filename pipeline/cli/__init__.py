@@ -72,10 +72,10 @@ def main() -> None:
         sys.exit(e.exit_code)
     except typer.Abort:
         sys.exit(1)
-    except Exception as e:  # click usage errors etc.
-        import click
+    except Exception as e:  # usage errors from typer's bundled click
+        from typer._click import exceptions as click_exc
 
-        if isinstance(e, click.exceptions.ClickException):
+        if isinstance(e, click_exc.ClickException):
             e.show()
             sys.exit(e.exit_code)
         raise

@@ -1,0 +1,251 @@
+"""`pipeline fit-head`, `pipeline heads`, `pipeline runs`, `pipeline run`.
+
+Thin: options are parsed here; the work is done by :func:`pipeline.heads.fit_heads`,
+:func:`pipeline.runs.leaderboard` and :func:`pipeline.experiment.run_experiment`.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from typer.core import TyperCommand
+
+from pipeline.cli import app
+from pipeline.errors import PipelineError
+
+_TOKENS_KEY = "pipeline.head_tokens"
+
+
+class _OrderedHeadArgs(TyperCommand):
+    """Keeps the command-line order of --head/--param, which typer's lists would lose.
+
+    Each ``--param`` belongs to the ``--head`` before it, so the ordered tokens are recorded
+    in ``ctx.meta`` before the normal parsing.
+    """
+
+    def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        tokens: list[tuple[str, str]] = []
+        i = 0
+        while i < len(args):
+            a = args[i]
+            if a == "--":
+                break
+            for opt in ("head", "param"):
+                if a == f"--{opt}" and i + 1 < len(args):
+                    tokens.append((opt, args[i + 1]))
+                    i += 1
+                elif a.startswith(f"--{opt}="):
+                    tokens.append((opt, a.split("=", 1)[1]))
+            i += 1
+        ctx.meta[_TOKENS_KEY] = tokens
+        return super().parse_args(ctx, args)
+
+
+def _console() -> Console:
+    return Console()
+
+
+def _fmt(v: Any, digits: int = 3) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    return str(v)
+
+
+@app.command("heads")
+def heads_list() -> None:
+    """List the head kinds and their parameters (names, types, defaults).
+
+    Use them with `pipeline fit-head CACHE --head KIND --param NAME=V1,V2`.
+    """
+    from pipeline.heads import list_heads
+    from pipeline.heads.params import format_value
+
+    table = Table(title="head kinds", show_lines=True)
+    for col in ("kind", "library", "what", "parameters (default)"):
+        table.add_column(col)
+    for spec in list_heads():
+        params = "\n".join(f"{p.name}={format_value(p.default)}  [dim]{p.expected}[/]"
+                           for p in spec.params)
+        table.add_row(spec.kind, spec.family, spec.summary, params)
+    _console().print(table)
+
+
+FIT_HEAD_HELP = (
+    "Fit heads on feature caches; choose on validation, test the chosen once.\n\n"
+    "Every combination of the --param values of a --head is one configuration. Each is "
+    "fitted on the train split and scored on the validation split; per head kind the best "
+    "validation METRIC wins, and only the winners are evaluated on the test split. Each "
+    "winner becomes a run folder under the reports dir (config.json, metrics.json, the fitted "
+    "head, plots), and the leaderboard (`pipeline runs`, reports/index.html) is refreshed.\n\n"
+    "Default sweep (no --head): 11 configurations of logreg, linear_svm, rbf_svm, knn, "
+    "random_forest and dense.\n\n"
+    "Example (2 + 4 configurations):\n\n"
+    "pipeline fit-head cache/*.h5 --head logreg --param C=0.01,0.1,1 "
+    "--head rbf_svm --param C=1,10 --param gamma=scale,0.001\n\n"
+    "`pipeline heads` lists every kind and its parameters."
+)
+
+
+@app.command("fit-head", cls=_OrderedHeadArgs, help=FIT_HEAD_HELP)
+def fit_head(
+    ctx: typer.Context,
+    caches: list[Path] = typer.Argument(..., help="Feature caches (.h5) from `pipeline "
+                                        "extract`, or folders of them. Several caches (e.g. "
+                                        "two bases) are compared in one leaderboard."),
+    head: list[str] = typer.Option(None, "--head", metavar="KIND",
+                                   help="Head kind to fit (repeatable). None: the default "
+                                   "sweep of 11 configurations."),
+    param: list[str] = typer.Option(None, "--param", metavar="NAME=V1,V2,...",
+                                    help="Values to try for a parameter of the preceding "
+                                    "--head (repeatable). Typed: C=0.1,1  max_depth=none,8  "
+                                    "hidden_layer_sizes=256,256x128."),
+    metric: str = typer.Option("balanced_accuracy", help="Validation metric that chooses: "
+                               "balanced_accuracy, accuracy, f1_macro, roc_auc or log_loss "
+                               "(lower is better)."),
+    refit: bool = typer.Option(False, "--refit/--no-refit", help="Refit each chosen "
+                               "configuration on train+validation before the test."),
+    class_weight: bool = typer.Option(False, "--class-weight/--no-class-weight",
+                                      help="Weight classes by inverse frequency (heads that "
+                                      "support it) – for imbalanced data."),
+    jobs: int = typer.Option(None, "--jobs", "-j", help="Parallel workers for scikit-learn "
+                             "heads (default: all cores; -1 = all)."),
+    seed: int = typer.Option(0, help="Random seed of every head."),
+    reports_dir: Path = typer.Option(None, "--reports-dir", help="Where run folders go "
+                                     "(default: $PIPELINE_REPORTS_DIR or ./reports)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+) -> None:
+    from pipeline.heads import fit_heads, parse_head_args
+
+    tokens = ctx.meta.get(_TOKENS_KEY)
+    if tokens is None:  # invoked without our parser (should not happen)
+        tokens = [("head", h) for h in head or []]
+    if param and not head:
+        raise PipelineError("--param must follow the --head it applies to")
+    grids = parse_head_args(tokens) if head else None
+    result = fit_heads(caches, grids, metric=metric, refit=refit,
+                       class_weight="balanced" if class_weight else None, jobs=jobs,
+                       seed=seed, reports_dir=reports_dir, quiet=quiet)
+    _print_sweep(result)
+
+
+def _print_sweep(result: Any) -> None:
+    console = _console()
+    m = result.metric
+    table = Table(title=f"chosen per head kind (by validation {m}; test evaluated once"
+                  f"{', after refit on train+validation' if result.refit else ''})")
+    for col in ("", "dataset", "base", "head", f"val {m}", f"test {m}", "test acc",
+                "test auc", "fit s", "run"):
+        table.add_column(col, justify="right" if col.startswith(("val", "test", "fit")) else
+                         "left")
+    for r in sorted(result.runs, key=lambda r: (r.dataset, not r.best_overall)):
+        table.add_row("*" if r.best_overall else "", r.dataset, r.base, r.config.label,
+                      _fmt(r.validation.get(m)), _fmt(r.test.get(m)),
+                      _fmt(r.test.get("accuracy")), _fmt(r.test.get("roc_auc")),
+                      _fmt(r.validation.get("fit_seconds"), 1), r.run_id,
+                      style="bold green" if r.best_overall else None)
+    console.print(table)
+    failed = [c for c in result.candidates if c.error]
+    for c in failed:
+        console.print(f"[yellow]failed:[/] {c.config.label}: {c.error}")
+    if result.reports_dir is not None:
+        console.print(f"reports: {result.reports_dir}  (leaderboard: `pipeline runs`, "
+                      f"{result.reports_dir / 'index.html'})")
+
+
+def _print_leaderboard(rows: list[dict[str, Any]], metric_col: str, limit: int | None) -> None:
+    console = _console()
+    cols = ["run_id", "dataset", "base", "config", "val_balanced_accuracy",
+            "test_balanced_accuracy", "test_accuracy", "test_roc_auc"]
+    if metric_col not in cols:
+        cols.insert(4, metric_col)
+    table = Table(title=f"{len(rows)} runs, sorted by {metric_col}")
+    for c in cols:
+        table.add_column(c.replace("_", " "), overflow="fold",
+                         justify="right" if c.startswith(("val_", "test_", "fit")) else "left")
+    for r in rows[:limit] if limit else rows:
+        table.add_row(*(_fmt(r.get(c)) for c in cols),
+                      style="bold green" if r.get("best_overall") else None)
+    console.print(table)
+
+
+@app.command("runs")
+def runs(
+    dataset: str = typer.Option(None, help="Only runs on this dataset (e.g. elpv)."),
+    base: str = typer.Option(None, help="Only runs on features of this base."),
+    head: str = typer.Option(None, help="Only runs of this head kind."),
+    sort: str = typer.Option(None, help="Sort by a metric (validation value: balanced_accuracy"
+                             ", accuracy, f1_macro, roc_auc, log_loss), a val_/test_ column "
+                             "(e.g. test_accuracy) or a column such as fit_seconds "
+                             "(default: val_balanced_accuracy)."),
+    as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
+    limit: int = typer.Option(None, help="Show at most this many rows."),
+    reports_dir: Path = typer.Option(None, "--reports-dir", help="Reports folder "
+                                     "(default: $PIPELINE_REPORTS_DIR or ./reports)."),
+) -> None:
+    """The leaderboard of every run in the reports folder (best first).
+
+    Also rewrites reports/leaderboard.csv and reports/index.html (all runs, with plots).
+    Green rows are the overall best of their sweep. Rank on validation: the test columns are
+    the honest final numbers, choosing by them would leak the test set into selection.
+    """
+    from pipeline.runs.leaderboard import leaderboard, sort_column, to_json, write_leaderboard
+    from pipeline.settings import reports_dir as default_reports
+
+    reports = default_reports(reports_dir)
+    rows = leaderboard(reports, dataset=dataset, base=base, head=head, sort=sort)
+    if reports.is_dir():
+        write_leaderboard(reports)
+    if as_json:
+        typer.echo(to_json(rows[:limit] if limit else rows))
+        return
+    if not rows:
+        _console().print(f"no runs in {reports}" + (" match the filters" if any(
+            (dataset, base, head)) else "; `pipeline fit-head CACHE` makes some"))
+        return
+    _print_leaderboard(rows, sort_column(sort), limit)
+    _console().print(f"{reports / 'leaderboard.csv'}  {reports / 'index.html'}")
+
+
+@app.command("run")
+def run(
+    config: Path = typer.Argument(None, help="Experiment TOML file. Omitted: the embedded "
+                                  "default (ELPV, efficientnet_lite0, default sweep)."),
+    reports_dir: Path = typer.Option(None, "--reports-dir", help="Reports folder "
+                                     "(default: $PIPELINE_REPORTS_DIR or ./reports)."),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="Feature cache folder "
+                                   "(default: $PIPELINE_CACHE_DIR or ./cache)."),
+    jobs: int = typer.Option(None, "--jobs", "-j", help="Parallel head workers."),
+    print_default: bool = typer.Option(False, "--print-default", help="Print the default "
+                                       "experiment file (a template) and exit."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+) -> None:
+    """Run a whole experiment: extract features (cached), fit and compare heads, report.
+
+    The TOML file names the data, the bases, extraction options, head grids and an optional
+    [finetune] table (stored with the runs). Start from the default:
+
+      pipeline run --print-default > experiment.toml
+    """
+    from pipeline.experiment import DEFAULT_EXPERIMENT_TOML, load_experiment, run_experiment
+    from pipeline.runs.leaderboard import leaderboard
+
+    if print_default:
+        typer.echo(DEFAULT_EXPERIMENT_TOML, nl=False)
+        return
+    experiment = load_experiment(config)
+    result = run_experiment(experiment, reports_dir=reports_dir, cache_dir=cache_dir,
+                            jobs=jobs, quiet=quiet)
+    _print_sweep(result.sweep)
+    datasets = {r.dataset for r in result.sweep.runs}
+    rows = [r for r in leaderboard(result.reports_dir) if r["dataset"] in datasets]
+    _print_leaderboard(rows, "val_balanced_accuracy", 15)
+    best = result.sweep.best
+    _console().print(f"best: {best.config.label} on {best.base} -> {best.run_dir}\n"
+                     f"report: {result.reports_dir / 'index.html'}")

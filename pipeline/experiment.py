@@ -1,0 +1,221 @@
+"""Whole experiments from a TOML file: extract features, fit and compare heads, report.
+
+An experiment file names the data, the bases, the extraction options and the head grids::
+
+    name = "elpv-lite0"                 # optional; labels the runs
+    data = "elpv"                       # a folder, a CSV manifest, or the builtin "elpv"
+    bases = ["efficientnet_lite0"]      # one cache per base; all compared together
+
+    [extract]                           # keyword options of pipeline.extract.extract
+    pooling = "avg"
+    split = [0.7, 0.15, 0.15]
+    seed = 0
+
+    [fit]                               # options of pipeline.heads.fit_heads
+    metric = "balanced_accuracy"        # chosen on validation only
+    refit = false
+    class_weight = "none"               # or "balanced"
+
+    [[heads]]                           # one table per head kind; lists are grids
+    kind = "logreg"
+    C = [0.01, 0.1, 1.0]
+
+    [[heads]]
+    kind = "dense"
+    learning_rate = [1e-3, 3e-4]
+
+    [finetune]                          # not used here; stored with the runs for stage 3
+
+Without ``[[heads]]`` the default sweep runs. Everything is validated before any extraction
+starts, so a typo costs seconds, not an extraction.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import PipelineError
+from pipeline.heads.metrics import DEFAULT_METRIC, check_metric
+from pipeline.heads.sweep import SweepResult, as_grids, fit_heads
+
+DEFAULT_EXPERIMENT_TOML = """\
+# The default experiment of `pipeline run`: ELPV solar cells (functional / defective),
+# EfficientNet-Lite0 features, the default head sweep. Copy it to start your own:
+#     pipeline run --print-default > experiment.toml
+name = "elpv-default"
+data = "elpv"
+bases = ["efficientnet_lite0"]
+
+[extract]
+weights = "imagenet"
+pooling = "avg"
+dtype = "float32"
+batch_size = 32
+split = [0.7, 0.15, 0.15]
+seed = 0
+
+[fit]
+metric = "balanced_accuracy"
+refit = false
+class_weight = "none"
+
+# No [[heads]] tables: the default sweep (logreg, linear_svm, rbf_svm, knn, random_forest,
+# dense). Add tables to choose your own, e.g.
+# [[heads]]
+# kind = "logreg"
+# C = [0.01, 0.1, 1.0]
+"""
+
+TOP_KEYS = ("name", "data", "bases", "extract", "fit", "heads", "finetune")
+EXTRACT_KEYS = ("weights", "input_size", "layer", "pooling", "dtype", "batch_size", "split",
+                "seed", "elpv_levels", "cache_dir")
+FIT_KEYS = ("metric", "refit", "class_weight", "jobs", "seed", "reports_dir")
+
+
+@dataclass
+class Experiment:
+    """A parsed, validated experiment file."""
+
+    data: str
+    bases: list[str]
+    name: str = ""
+    extract: dict[str, Any] = field(default_factory=dict)
+    fit: dict[str, Any] = field(default_factory=dict)
+    heads: list[dict[str, Any]] | None = None
+    finetune: dict[str, Any] | None = None
+    source: Path | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "data": self.data, "bases": self.bases,
+                               "extract": self.extract, "fit": self.fit}
+        if self.heads is not None:
+            out["heads"] = self.heads
+        if self.finetune is not None:
+            out["finetune"] = self.finetune
+        return out
+
+
+def _unknown(where: str, keys: Mapping[str, Any], allowed: tuple[str, ...]) -> None:
+    bad = [k for k in keys if k not in allowed]
+    if bad:
+        raise PipelineError(f"{where}: unknown key(s) {', '.join(bad)}; expected "
+                            f"{', '.join(allowed)}")
+
+
+def parse_experiment(doc: Mapping[str, Any], source: Path | None = None) -> Experiment:
+    """Validate an experiment given as a dict (the TOML document)."""
+    where = str(source or "experiment")
+    _unknown(where, doc, TOP_KEYS)
+    data = doc.get("data")
+    if not isinstance(data, str) or not data:
+        raise PipelineError(f"{where}: 'data' must be a folder, a CSV manifest or 'elpv'")
+    bases = doc.get("bases", ["efficientnet_lite0"])
+    if isinstance(bases, str):
+        bases = [bases]
+    if not isinstance(bases, list) or not bases or not all(isinstance(b, str) for b in bases):
+        raise PipelineError(f"{where}: 'bases' must be a base name or a list of them")
+    tables = {}
+    for key, allowed in (("extract", EXTRACT_KEYS), ("fit", FIT_KEYS)):
+        table = doc.get(key, {})
+        if not isinstance(table, dict):
+            raise PipelineError(f"{where}: [{key}] must be a table")
+        _unknown(f"{where} [{key}]", table, allowed)
+        tables[key] = dict(table)
+    fit = tables["fit"]
+    check_metric(fit.get("metric", DEFAULT_METRIC))
+    if fit.get("class_weight", "none") not in ("none", "balanced"):
+        raise PipelineError(f"{where} [fit]: class_weight must be 'none' or 'balanced'")
+    for flag in ("refit",):
+        if flag in fit and not isinstance(fit[flag], bool):
+            raise PipelineError(f"{where} [fit]: {flag} must be true or false")
+    split = tables["extract"].get("split")
+    if split is not None and (not isinstance(split, list) or len(split) != 3
+                              or not all(isinstance(v, int | float) for v in split)):
+        raise PipelineError(f"{where} [extract]: split must be three fractions "
+                            "[train, validation, test]")
+    heads = doc.get("heads")
+    if heads is not None:
+        if not isinstance(heads, list) or not all(isinstance(h, dict) for h in heads):
+            raise PipelineError(f"{where}: heads must be [[heads]] tables with a 'kind'")
+        as_grids(heads)  # validates kinds, parameter names and value types now
+    finetune = doc.get("finetune")
+    if finetune is not None and not isinstance(finetune, dict):
+        raise PipelineError(f"{where}: [finetune] must be a table")
+    name = doc.get("name") or (source.stem if source else "")
+    return Experiment(data=data, bases=list(bases), name=str(name), extract=tables["extract"],
+                      fit=fit, heads=heads, finetune=finetune, source=source)
+
+
+def load_experiment(path: str | os.PathLike | None = None) -> Experiment:
+    """Read and validate an experiment TOML file; ``None`` gives the embedded default."""
+    if path is None:
+        return parse_experiment(tomllib.loads(DEFAULT_EXPERIMENT_TOML))
+    path = Path(path)
+    try:
+        doc = tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        raise PipelineError(f"{path}: no such experiment file") from None
+    except tomllib.TOMLDecodeError as e:
+        raise PipelineError(f"{path}: not valid TOML ({e})") from None
+    return parse_experiment(doc, source=path)
+
+
+@dataclass
+class ExperimentResult:
+    experiment: Experiment
+    caches: list[Path]
+    sweep: SweepResult
+    reports_dir: Path
+
+
+ExtractFn = Callable[..., list[Path]]
+
+
+def run_experiment(
+    experiment: Experiment | str | os.PathLike | None = None,
+    *,
+    reports_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    jobs: int | None = None,
+    quiet: bool = False,
+    extract_fn: ExtractFn | None = None,
+) -> ExperimentResult:
+    """Extract features for every base (reusing caches), then fit and compare the heads.
+
+    ``experiment``: an :class:`Experiment`, a TOML path, or ``None`` for the default.
+    Arguments given here override the file. ``extract_fn`` replaces
+    :func:`pipeline.extract.extract` (same signature), e.g. in tests.
+    """
+    if not isinstance(experiment, Experiment):
+        experiment = load_experiment(experiment)
+    if extract_fn is None:
+        from pipeline.extract import extract as extract_fn
+    ex = dict(experiment.extract)
+    if "split" in ex:
+        ex["split"] = tuple(ex["split"])
+    if cache_dir is not None:
+        ex["cache_dir"] = cache_dir
+    caches = [Path(p) for p in extract_fn(experiment.data, tuple(experiment.bases),
+                                          quiet=quiet, **ex)]
+    fit = dict(experiment.fit)
+    cw = fit.pop("class_weight", "none")
+    sweep = fit_heads(
+        caches, experiment.heads,
+        metric=fit.pop("metric", DEFAULT_METRIC), refit=bool(fit.pop("refit", False)),
+        class_weight=None if cw == "none" else cw,
+        jobs=jobs if jobs is not None else fit.pop("jobs", None),
+        seed=int(fit.pop("seed", 0)),
+        reports_dir=reports_dir if reports_dir is not None else fit.pop("reports_dir", None),
+        quiet=quiet,
+        extra_config={"name": experiment.name,
+                      "source": str(experiment.source) if experiment.source else None,
+                      **experiment.as_dict()},
+    )
+    assert sweep.reports_dir is not None
+    return ExperimentResult(experiment=experiment, caches=caches, sweep=sweep,
+                            reports_dir=sweep.reports_dir)
