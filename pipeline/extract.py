@@ -132,7 +132,7 @@ def run_extraction(
     with contextlib.ExitStack() as locks:
         for plan in sorted(plans, key=lambda p: str(p.path)):
             locks.enter_context(exclusive(
-                plan.path.with_suffix(".lock"),
+                plan.path.parent / f".{plan.path.stem}.lock",  # hidden: it outlives the run
                 on_wait=lambda p=plan: report.line(f"waiting for another extraction of {p.path}")))
         digest = _samples_digest(dataset)
         for plan in plans:
