@@ -27,7 +27,7 @@ from pipeline.bases import POOLINGS, Extractor, build_extractor, get_base
 from pipeline.bases.weights import parse_weights
 from pipeline.cache.key import cache_file_name, content_key, dataset_digest, options_key
 from pipeline.cache.lock import exclusive
-from pipeline.cache.store import load_feature_set, write_feature_set
+from pipeline.cache.store import COMPRESSIONS, load_feature_set, write_feature_set
 from pipeline.cache.work import WorkDir
 from pipeline.data.samples import Dataset
 from pipeline.data.sources import load_dataset
@@ -92,6 +92,7 @@ def run_extraction(
     split: Sequence[float] = DEFAULT_FRACTIONS,
     seed: int = 0,
     elpv_levels: bool = False,
+    compression: str = "auto",
     quiet: bool = False,
 ) -> list[ExtractResult]:
     """Run every base in ``bases`` over ``data`` once, into the cache.
@@ -99,6 +100,7 @@ def run_extraction(
     ``data`` is a folder of class subfolders (optionally under train/validation/test), a CSV
     manifest ``path,label[,split]`` or a builtin name (``elpv``). Each image is decoded once
     and fed to every base. ``weights`` is ``imagenet``, ``none`` or a weights file path.
+    ``compression`` (auto, lzf, gzip, none) changes the file, not the numbers.
     """
     bases = list(bases)
     if not bases:
@@ -107,6 +109,9 @@ def run_extraction(
         raise PipelineError(f"a base is named twice in {bases}")
     if dtype not in DTYPES:
         raise PipelineError(f"unknown dtype {dtype!r}; expected one of {', '.join(DTYPES)}")
+    if compression not in COMPRESSIONS:
+        raise PipelineError(f"unknown compression {compression!r}; expected one of "
+                            f"{', '.join(COMPRESSIONS)}")
     if batch_size < 1:
         raise PipelineError(f"--batch-size {batch_size}: expected a positive whole number")
     if input_size is not None and input_size < 1:
@@ -140,7 +145,7 @@ def run_extraction(
         results = _extract_missing(dataset, plans, dtype, batch_size, report)
         for plan, result in zip(plans, results, strict=True):
             if not plan.hit:
-                _write(plan, dataset, digest, dtype, result, batch_size, split, seed)
+                _write(plan, dataset, digest, dtype, result, batch_size, split, seed, compression)
                 plan.work.clear()
             report.result(result)
     return results
@@ -231,7 +236,7 @@ def _extract_missing(dataset: Dataset, plans: list[_Plan], dtype: str, batch_siz
 
 
 def _write(plan: _Plan, ds: Dataset, digest: str, dtype: str, result: ExtractResult,
-           batch_size: int, split: Sequence[float], seed: int) -> None:
+           batch_size: int, split: Sequence[float], seed: int, compression: str) -> None:
     bad = {sid for sid, _ in result.skipped}
     rows = [s for s in ds.samples if s.id not in bad]
     ex = plan.extractor
@@ -262,7 +267,8 @@ def _write(plan: _Plan, ds: Dataset, digest: str, dtype: str, result: ExtractRes
     )
     write_feature_set(plan.path, features=features, labels=[s.label for s in rows],
                       ids=[s.id for s in rows], sha256=[s.sha256 for s in rows],
-                      split=[s.split for s in rows], meta=meta, skipped=result.skipped)
+                      split=[s.split for s in rows], meta=meta, skipped=result.skipped,
+                      compression=compression)
 
 
 def _versions() -> dict[str, str]:

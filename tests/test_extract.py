@@ -214,3 +214,18 @@ def test_cli_extract_ls_info_verify(tmp_path, image_folder):
     bad = run("cache", "verify")
     assert bad.returncode == 1 and "BAD" in bad.stdout
     shutil.copy(path, tmp_path / "copy.h5")
+
+
+def test_compression_changes_the_file_not_the_numbers(image_folder, tmp_path):
+    raw = run_extraction(image_folder, **TINY, pooling="none", compression="none")[0]
+    with h5py.File(raw.path) as f:
+        assert f["features"].compression is None
+        before = f["features"][()]
+    lzf = run_extraction(image_folder, **TINY, pooling="none", compression="lzf",
+                         cache_dir=tmp_path / "lzf")[0]
+    assert lzf.path.name == raw.path.name  # compression is not part of the key
+    with h5py.File(lzf.path) as f:
+        assert f["features"].compression == "lzf"
+        np.testing.assert_array_equal(f["features"][()], before)
+    with h5py.File(run_extraction(image_folder, **TINY)[0].path) as f:  # pooled: auto = raw
+        assert f["features"].compression is None

@@ -2,7 +2,7 @@
 
 Layout (format version 1)::
 
-    features   (N, *feature_shape)  float32|float16, chunked, lzf-compressed
+    features   (N, *feature_shape)  float32|float16; spatial maps chunked + lzf-compressed
     ids        (N,)  utf-8 str      sample id = path relative to the dataset root
     sha256     (N,)  ascii S64      content hash of the image bytes
     labels     (N,)  int32          index into meta["class_names"]
@@ -89,8 +89,12 @@ def write_feature_set(
     split: Sequence[str],
     meta: dict[str, Any],
     skipped: Sequence[tuple[str, str]] = (),
+    compression: str = "auto",
 ) -> Path:
     """Write a complete feature set atomically (temporary file, then rename).
+
+    ``compression``: ``auto`` (lzf for rows over 16 KiB, i.e. spatial maps, raw otherwise),
+    ``lzf``, ``gzip`` or ``none``.
 
     ``meta`` must hold ``class_names``; the format version and a digest of the features are
     added here.
@@ -112,12 +116,7 @@ def write_feature_set(
     os.close(fd)
     try:
         with h5py.File(tmp, "w") as f:
-            chunk_rows = max(1, min(n, (1 << 20) // max(1, int(np.prod(features.shape[1:])) * 4)))
-            f.create_dataset(
-                "features", data=features,
-                chunks=(chunk_rows, *features.shape[1:]) if n else None,
-                compression="lzf" if n else None, shuffle=bool(n),
-            )
+            f.create_dataset("features", data=features, **_layout(features, compression))
             f.create_dataset("ids", data=np.array(list(ids), dtype=object),
                              dtype=h5py.string_dtype("utf-8"))
             f.create_dataset("sha256", data=np.array(list(sha256), dtype="S64"))
@@ -138,6 +137,26 @@ def write_feature_set(
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+COMPRESSIONS = ("auto", "lzf", "gzip", "none")
+# Pooled vectors barely compress (lzf kept 57-70% of ELPV's Lite0 features) and decompressing
+# made whole-set reads 25x slower than np.load (benchmarks/run.py, cache reads); spatial maps
+# after ReLU are mostly zeros and big, so there compression pays.
+AUTO_COMPRESS_ROW_BYTES = 16 * 1024
+
+
+def _layout(features: np.ndarray, compression: str) -> dict[str, Any]:
+    if compression not in COMPRESSIONS:
+        raise PipelineError(f"unknown compression {compression!r}; expected one of "
+                            f"{', '.join(COMPRESSIONS)}")
+    n, row_bytes = len(features), int(np.prod(features.shape[1:])) * features.itemsize
+    if compression == "auto":
+        compression = "lzf" if row_bytes > AUTO_COMPRESS_ROW_BYTES else "none"
+    if compression == "none" or n == 0:
+        return {}
+    chunk_rows = max(1, min(n, (1 << 20) // max(1, row_bytes)))
+    return {"chunks": (chunk_rows, *features.shape[1:]), "compression": compression}
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, Any]:

@@ -57,6 +57,9 @@ def extract(
     elpv_levels: Annotated[bool, typer.Option(
         "--elpv-levels", help="elpv: four classes (defect probability 0, 1/3, 2/3, 1) "
         "instead of functional/defective.")] = False,
+    compression: Annotated[str, typer.Option(
+        help="auto (lzf for spatial maps, raw for pooled vectors: fastest to read) | lzf | "
+        "gzip | none.")] = "auto",
     cache_dir: CacheDirOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
@@ -72,7 +75,7 @@ def extract(
     run_extraction(data, base or [DEFAULT_BASE], weights=weights, input_size=input_size,
                    layer=layer, pooling=pooling, dtype=dtype, batch_size=batch_size,
                    cache_dir=cache_dir, split=parse_fractions(split), seed=seed,
-                   elpv_levels=elpv_levels, quiet=quiet)
+                   elpv_levels=elpv_levels, compression=compression, quiet=quiet)
 
 
 @app.command()
