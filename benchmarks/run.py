@@ -345,11 +345,16 @@ def measure_throughput(ctx: Context) -> list[Result]:
 # --------------------------------------------------------------------------- 2. heads
 
 
-def run_sweep(cache: Path) -> tuple[float, dict[str, Any]]:
-    """The default head sweep of ``pipeline.heads.fit_heads`` on one cache (nothing saved)."""
+# Kornblith et al.'s linear probe: L2 logistic regression over a grid of C, 10 configurations.
+LINEAR_PROBE_SWEEP = [{"kind": "logreg", "C": [float(c) for c in np.logspace(-4, 1, 10)]}]
+
+
+def run_sweep(cache: Path, heads: Any = None) -> tuple[float, dict[str, Any]]:
+    """A head sweep of ``pipeline.heads.fit_heads`` on one cache (nothing saved); ``None``
+    is the default sweep."""
     from pipeline.heads import fit_heads
 
-    seconds, res = timed(lambda: fit_heads([cache], heads=None, save=False, quiet=True))
+    seconds, res = timed(lambda: fit_heads([cache], heads=heads, save=False, quiet=True))
     failed = [c.config.label for c in res.candidates if c.error]
     best = res.best
     return seconds, {
@@ -407,17 +412,25 @@ def run_end_to_end_epoch(ctx: Context, cache: Path) -> tuple[float, dict[str, An
 def measure_heads(ctx: Context) -> list[Result]:
     """2. Head sweep on the cache vs one end-to-end epoch.
 
-    The value is the per-configuration speed-up ``n_configs * t_epoch / t_sweep``: what trying
-    each configuration end to end would cost, at the very least one epoch each, against the
-    whole sweep on the cache. The whole-sweep ratio ``t_epoch / t_sweep`` is in the detail.
+    The value is ``t_epoch / t_sweep``: one epoch of frozen-base end-to-end training against
+    the whole sweep on the cache (the issue's target: the sweep takes < 1/50 of an epoch).
+    Two sweeps: the default one (11 configurations, with a dense Keras head and a random
+    forest) and a 10-configuration linear probe. The per-configuration speed-up
+    ``n_configs * t_epoch / t_sweep`` (each configuration end to end would cost at least one
+    epoch) is in the detail.
     """
     cache = ctx.cache()
-    t_sweep, d_sweep = run_sweep(cache)
     t_epoch, d_e2e = run_end_to_end_epoch(ctx, cache)
-    n = d_sweep["n_configs"]
-    return [result("head_sweep_vs_e2e_per_config", n * t_epoch / t_sweep, "x", ">= 50",
-                   sweep_s=round(t_sweep, 2), epoch_s=round(t_epoch, 2),
-                   whole_sweep_vs_one_epoch=round(t_epoch / t_sweep, 3), **d_sweep, **d_e2e)]
+    out = []
+    for name, heads in (("default_sweep_vs_e2e_epoch", None),
+                        ("linear_probe_sweep_vs_e2e_epoch", LINEAR_PROBE_SWEEP)):
+        t_sweep, d_sweep = run_sweep(cache, heads)
+        n = d_sweep["n_configs"]
+        out.append(result(name, t_epoch / t_sweep, "x", ">= 50", sweep_s=round(t_sweep, 2),
+                          epoch_s=round(t_epoch, 2),
+                          per_config_speedup=round(n * t_epoch / t_sweep, 1), **d_sweep,
+                          **d_e2e))
+    return out
 
 
 # --------------------------------------------------------------------------- 3. cache

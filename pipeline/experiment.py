@@ -53,6 +53,11 @@ bases = ["efficientnet_lite0"]
 
 [extract]
 weights = "imagenet"
+# Solar cells are far from ImageNet: a mid-level cut (block6d) beat the top layer on the
+# validation split, and 300 px is the cells' native resolution (thin cracks survive).
+# benchmarks/elpv_layers.py compares cuts and sizes (README, "Results").
+layer = "block6d_expand_activation"
+input_size = 300
 pooling = "avg"
 dtype = "float32"
 batch_size = 32

@@ -229,7 +229,7 @@ def run(
     """Run a whole experiment: extract features (cached), fit and compare heads, report.
 
     The TOML file names the data, the bases, extraction options, head grids and an optional
-    [finetune] table (stored with the runs). Start from the default:
+    \\[finetune] table (stored with the runs). Start from the default:
 
       pipeline run --print-default > experiment.toml
     """
