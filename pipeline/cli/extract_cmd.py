@@ -18,7 +18,7 @@ cache_app = typer.Typer(help="Inspect the feature cache: list, show metadata, ch
 app.add_typer(cache_app, name="cache")
 
 CacheDirOpt = Annotated[Path | None, typer.Option(
-    "--cache-dir", help="Cache folder [default: $PIPELINE_CACHE_DIR or ./cache].",
+    "--cache-dir", help="Cache folder (default: $PIPELINE_CACHE_DIR or ./cache).",
     show_default=False)]
 
 
@@ -148,7 +148,7 @@ def cache_info(cache: Annotated[str, typer.Argument(help="Cache file, or its nam
 
 @cache_app.command("verify")
 def cache_verify(caches: Annotated[list[str] | None, typer.Argument(
-                     help="Cache files [default: all in the cache folder].")] = None,
+                     help="Cache files (default: all in the cache folder).")] = None,
                  cache_dir: CacheDirOpt = None) -> None:
     """Check that feature sets are whole and consistent (exit 1 if any is not)."""
     from pipeline.cache import verify_feature_set

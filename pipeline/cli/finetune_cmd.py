@@ -1,0 +1,164 @@
+"""`pipeline finetune`, `pipeline predict`, `pipeline export` (stage 3)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from pipeline.cli import app
+
+ReportsOpt = Annotated[Path | None, typer.Option(
+    "--reports-dir", help="Run folders (default: $PIPELINE_REPORTS_DIR or ./reports).",
+    show_default=False)]
+RUN_HELP = ("A run id from the leaderboard (or a unique prefix of one), 'best' (the top "
+            "of the leaderboard by validation metric), or a run folder path.")
+
+
+@app.command()
+def finetune(
+    run: Annotated[str, typer.Argument(
+        help=RUN_HELP + " Must be a head run of kind dense, dense_mlp, logreg, linear_svm or "
+        "mlp; 'best' picks the best head run.")] = "best",
+    epochs: Annotated[int | None, typer.Option(
+        help="Epoch budget. Training stops earlier when validation loss has not improved for "
+        "--patience epochs; the best epoch's weights are kept.", show_default="10")] = None,
+    learning_rate: Annotated[float | None, typer.Option(
+        "--learning-rate", "--lr", help="Step size; keep it small so the pretrained weights "
+        "are adjusted, not overwritten.", show_default="1e-5")] = None,
+    optimizer: Annotated[str | None, typer.Option(
+        help="adam | rmsprop | sgd.", show_default="adam")] = None,
+    unfreeze_from: Annotated[str | None, typer.Option(
+        "--unfreeze-from", help="Where training starts in the base's layers: a layer name "
+        "(e.g. block6a_expand_conv), an index (100, or -20 for the last 20 layers), a fraction "
+        "(0.3 = top 30%), 'all', or 'none' (head only). BatchNormalization always stays "
+        "frozen, in inference mode.", show_default="0.3")] = None,
+    augment: Annotated[str | None, typer.Option(
+        help="Training-only augmentation before the base: 'none', 'default', or options "
+        "flip=horizontal|vertical|horizontal_and_vertical|none, rotation=F (fraction of a "
+        "turn), zoom=F, translation=F, contrast=F joined by commas; unnamed options keep their "
+        "defaults.", show_default="flip=horizontal,rotation=0.1,zoom=0.1")] = None,
+    batch_size: Annotated[int | None, typer.Option(
+        help="Images per training step.", show_default="32")] = None,
+    patience: Annotated[int | None, typer.Option(
+        help="Epochs without a better validation loss before stopping (0: never).",
+        show_default="3")] = None,
+    class_weight: Annotated[str | None, typer.Option(
+        help="'balanced' or 'none'.", show_default="the head's setting")] = None,
+    seed: Annotated[int | None, typer.Option(
+        help="Seed for augmentation and shuffling.", show_default="0")] = None,
+    fresh: Annotated[bool, typer.Option(
+        "--fresh", help="Start a new run folder even if an unfinished run with the same "
+        "settings could be resumed.")] = False,
+    reports_dir: ReportsOpt = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+) -> None:
+    """Fine-tune base + head end to end, starting from a fitted head run.
+
+    Rebuilds the base exactly as the run's cache was extracted (weights, layer cut, pooling,
+    input size), puts the head on top (a logreg/linear_svm head is folded with its scaler into
+    an equivalent Dense layer), checks every image against the cache's hashes, and trains on
+    the cache's own train/validation/test split. Augmentation runs only in training. Each
+    finished epoch is backed up in the run folder: run the same command again after an
+    interruption and it resumes from the last finished epoch. The test split is evaluated
+    once, with the kept weights; the run joins the leaderboard (`pipeline runs`). Options not
+    given come from the [finetune] table of the experiment that made the head run, if any,
+    else from the defaults shown. Example:
+
+        pipeline finetune best --epochs 8 --lr 1e-4 --unfreeze-from 0.3
+    """
+    from pipeline.finetune import finetune as run_finetune
+
+    run_finetune(run, epochs=epochs, learning_rate=learning_rate, optimizer=optimizer,
+                 unfreeze_from=unfreeze_from, augment=augment, batch_size=batch_size,
+                 patience=patience, class_weight=class_weight, seed=seed,
+                 reports_dir=reports_dir, resume=not fresh, quiet=quiet)
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Argument(
+        help=RUN_HELP + " Head runs and fine-tuned runs alike; or a MODEL.keras file from "
+        "`pipeline export`.")],
+    images: Annotated[list[Path], typer.Argument(
+        help="Image files and/or folders (searched recursively for image files).")],
+    as_json: Annotated[bool, typer.Option("--json", help="JSON list on stdout.")] = False,
+    as_csv: Annotated[bool, typer.Option("--csv", help="CSV on stdout: path, label, "
+                                         "probability, one column per class, error.")] = False,
+    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
+    reports_dir: ReportsOpt = None,
+) -> None:
+    """Label images with a run's model: the label and its probability per image.
+
+    Images are decoded and resized exactly as during extraction. Files that cannot be
+    decoded are listed with the reason and get no label (exit status 1 if any). Example:
+
+        pipeline predict best new_cells/ --csv > predictions.csv
+    """
+    from pipeline.errors import PipelineError
+    from pipeline.finetune.predict import collect_images, load_classifier, predict_images
+
+    if as_json and as_csv:
+        raise PipelineError("--json and --csv are exclusive; choose one")
+    paths = collect_images(images)
+    clf = load_classifier(model, reports_dir)
+    results = predict_images(clf, paths, batch_size=batch_size)
+    if as_json:
+        typer.echo(json.dumps([r.as_dict() for r in results], indent=2))
+    elif as_csv:
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(["path", "label", "probability", *clf.class_names, "error"])
+        for r in results:
+            probs = r.probabilities or {}
+            w.writerow([r.path, r.label or "", "" if r.probability is None else
+                        f"{r.probability:.6f}",
+                        *(f"{probs[c]:.6f}" if c in probs else "" for c in clf.class_names),
+                        r.error or ""])
+        typer.echo(buf.getvalue(), nl=False)
+    else:
+        from rich.console import Console
+        from rich.table import Table
+
+        table = Table(title=f"predictions of {clf.source}")
+        for col in ("image", "label", "probability"):
+            table.add_column(col)
+        for r in results:
+            if r.error:
+                table.add_row(r.path, "[red]undecodable[/red]", r.error)
+            else:
+                table.add_row(r.path, str(r.label), f"{r.probability:.4f}")
+        Console().print(table)
+    bad = [r for r in results if r.error]
+    if bad:
+        typer.echo(f"{len(bad)} of {len(results)} file(s) could not be decoded and got no "
+                   "label", err=True)
+        raise typer.Exit(1)
+
+
+@app.command("export")
+def export_cmd(
+    run: Annotated[str, typer.Argument(help=RUN_HELP)] = "best",
+    out: Annotated[Path | None, typer.Option(
+        "--out", "-o", help="Where to write the model (must end in .keras).",
+        show_default="<run folder>/exported.keras")] = None,
+    reports_dir: ReportsOpt = None,
+) -> None:
+    """Export a run as one self-contained Keras model for raw images.
+
+    The model takes uint8 RGB images of any size, shape (batch, height, width, 3), resizes
+    them bilinearly inside (as extraction did) and returns class probabilities. It loads with
+    plain keras.models.load_model(path), no custom objects; MODEL.keras.json beside it lists
+    the class names in output order. Example:
+
+        pipeline export best --out elpv.keras
+    """
+    from pipeline.finetune.export import export
+
+    result = export(run, out, reports_dir=reports_dir)
+    typer.echo(f"wrote {result.path} (classes: {', '.join(result.metadata['class_names'])}; "
+               f"metadata {result.metadata_path})")

@@ -1,0 +1,169 @@
+"""A fitted head as Keras layers that compute exactly its ``predict_proba``.
+
+* ``dense`` / ``dense_mlp`` (Keras): their layers are copied with their weights.
+* ``logreg``: ``StandardScaler -> LogisticRegression`` is affine then softmax, so the scaler is
+  folded into one ``Dense`` layer on the raw features: ``W' = W / scale``,
+  ``b' = b - W @ (mean / scale)``. Binary logistic regression has one logit ``z`` for class 1;
+  a 2-unit softmax over ``[0, z]`` gives ``sigmoid(z)``, so the kernel gets a zero column.
+* ``linear_svm``: the heads stage calibrates a LinearSVC with Platt's sigmoid
+  (``CalibratedClassifierCV(method="sigmoid", ensemble=False)``), ``p_k = sigmoid(-(a_k z_k +
+  b_k))`` per one-vs-rest score ``z_k``. That is still exact as layers: binary -> ``[0,
+  -(a z + b)]`` and softmax; several classes -> ``log_sigmoid`` then softmax, which is
+  ``p_k / sum_j p_j``, the normalisation scikit-learn applies.
+* ``mlp`` (scikit-learn): ReLU ``Dense`` layers, the scaler folded into the first one.
+
+Other heads (RBF SVM, k-NN, forests, boosting) are not layers; fine-tuning refuses them with a
+message naming the kinds that work. The layers end in logits; the caller adds the softmax.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import keras
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+FOLDABLE = ("dense", "dense_mlp", "logreg", "linear_svm", "mlp")
+
+
+@dataclass
+class FoldedHead:
+    """Layers mapping flat feature rows to logits (``log_sigmoid`` for OvR SVMs included)."""
+
+    kind: str
+    layers: list[keras.layers.Layer]
+    how: str  # one line for the run record
+    n_classes: int
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __call__(self, x: Any) -> Any:
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+
+def fold_head(loaded: Any, n_features: int) -> FoldedHead:
+    """Keras layers equivalent to the fitted head of a run (a :class:`LoadedHead`).
+
+    ``n_features`` is the length of a flattened feature row; the layers are built for it.
+    """
+    kind = loaded.kind
+    exported = loaded.export()
+    n_classes = len(loaded.class_names)
+    if kind in ("dense", "dense_mlp") or getattr(loaded.head, "family", "") == "keras":
+        folded = _copy_keras(kind, exported["model"], n_features)
+    elif kind == "logreg":
+        folded = _linear(kind, exported, n_classes, calibration=None)
+    elif kind == "linear_svm":
+        folded = _linear(kind, exported, n_classes,
+                         calibration=(np.asarray(exported["calibration_a"], dtype=np.float64),
+                                      np.asarray(exported["calibration_b"], dtype=np.float64)))
+    elif kind == "mlp":
+        folded = _sk_mlp(kind, exported, n_classes)
+    else:
+        raise PipelineError(
+            f"a {kind!r} head cannot be turned into Keras layers exactly, so it cannot be "
+            f"fine-tuned; fine-tune a run of one of: {', '.join(FOLDABLE)} "
+            "(e.g. `pipeline fit-head CACHE --head logreg`)")
+    for layer in folded.layers:
+        if not layer.built:
+            raise AssertionError(f"{layer.name} not built")  # pragma: no cover
+    return folded
+
+
+def _copy_keras(kind: str, model: keras.Model, n_features: int) -> FoldedHead:
+    """Fresh copies of the head model's layers (names prefixed ``head_``) with its weights."""
+    layers = [lyr for lyr in model.layers if not isinstance(lyr, keras.layers.InputLayer)]
+    if len(model.inputs) != 1 or int(model.inputs[0].shape[-1]) != n_features:
+        raise PipelineError(f"the {kind!r} head expects {tuple(model.inputs[0].shape[1:])} "
+                            f"inputs, the base gives {n_features} features")
+    out: list[keras.layers.Layer] = []
+    shape: tuple[int | None, ...] = (None, n_features)
+    for lyr in layers:
+        cfg = lyr.get_config()
+        cfg["name"] = f"head_{lyr.name}"
+        new = lyr.__class__.from_config(cfg)
+        new.build(shape)
+        new.set_weights(lyr.get_weights())
+        shape = tuple(new.compute_output_shape(shape))
+        out.append(new)
+    return FoldedHead(kind, out, f"{kind} head: its Keras layers, weights copied",
+                      int(shape[-1]))
+
+
+def _dense(name: str, kernel: np.ndarray, bias: np.ndarray,
+           activation: str | None = None) -> keras.layers.Dense:
+    layer = keras.layers.Dense(kernel.shape[1], activation=activation, name=name)
+    layer.build((None, kernel.shape[0]))
+    layer.set_weights([kernel.astype(np.float32), bias.astype(np.float32)])
+    return layer
+
+
+def _fold_scaler(coef: np.ndarray, intercept: np.ndarray, mean: np.ndarray,
+                 scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``coef @ ((x - mean) / scale) + intercept`` as ``W @ x + b`` (float64)."""
+    w = coef / scale
+    b = intercept - coef @ (mean / scale)
+    return w, b
+
+
+def _check_classes(kind: str, classes: Any, n_classes: int) -> None:
+    if list(classes) != list(range(n_classes)):
+        raise PipelineError(f"the {kind!r} head was fitted without every class (it saw "
+                            f"{list(classes)} of {n_classes}); it cannot become a dense layer")
+
+
+def _linear(kind: str, exported: dict[str, Any], n_classes: int,
+            calibration: tuple[np.ndarray, np.ndarray] | None) -> FoldedHead:
+    _check_classes(kind, exported["classes"], n_classes)
+    coef = np.asarray(exported["coef"], dtype=np.float64)
+    intercept = np.asarray(exported["intercept"], dtype=np.float64).reshape(-1)
+    w, b = _fold_scaler(coef, intercept, np.asarray(exported["scaler_mean"], np.float64),
+                        np.asarray(exported["scaler_scale"], np.float64))
+    how = f"{kind}: StandardScaler folded into Dense"
+    if calibration is not None:
+        a, c = calibration
+        if len(a) != w.shape[0]:
+            raise PipelineError(f"the {kind!r} head's calibration has {len(a)} maps for "
+                                f"{w.shape[0]} scores; cannot fold it")
+        # Platt: p = sigmoid(-(a z + c)) -> logit -(a z + c), affine in z, so in x.
+        w, b = -a[:, None] * w, -(a * b + c)
+        how += " with the Platt sigmoid calibration"
+    layers: list[keras.layers.Layer] = []
+    if w.shape[0] == 1:  # binary: logits [0, z] -> softmax = [1 - sigmoid(z), sigmoid(z)]
+        w = np.vstack([np.zeros_like(w), w])
+        b = np.concatenate([[0.0], b])
+        how += "; binary as 2-unit softmax over logits [0, z]"
+        layers.append(_dense("head_logits", w.T, b))
+    else:
+        layers.append(_dense("head_logits", w.T, b))
+        if calibration is not None:  # normalised one-vs-rest sigmoids
+            layers.append(keras.layers.Activation("log_sigmoid", name="head_log_sigmoid"))
+            how += "; one-vs-rest sigmoids normalised by log_sigmoid + softmax"
+    return FoldedHead(kind, layers, how, n_classes)
+
+
+def _sk_mlp(kind: str, exported: dict[str, Any], n_classes: int) -> FoldedHead:
+    _check_classes(kind, exported["classes"], n_classes)
+    model = exported["pipeline"].named_steps["model"]
+    if model.activation != "relu":
+        raise PipelineError(f"the {kind!r} head uses activation {model.activation!r}; only "
+                            "relu networks are folded")
+    coefs = [np.asarray(c, dtype=np.float64) for c in model.coefs_]
+    intercepts = [np.asarray(b, dtype=np.float64) for b in model.intercepts_]
+    w0, b0 = _fold_scaler(coefs[0].T, intercepts[0], np.asarray(exported["scaler_mean"]),
+                          np.asarray(exported["scaler_scale"]))
+    coefs[0], intercepts[0] = w0.T, b0
+    layers: list[keras.layers.Layer] = []
+    for i, (w, b) in enumerate(zip(coefs[:-1], intercepts[:-1], strict=True)):
+        layers.append(_dense(f"head_hidden{i + 1}", w, b, activation="relu"))
+    w, b = coefs[-1], intercepts[-1]
+    if w.shape[1] == 1:  # logistic output
+        w = np.hstack([np.zeros_like(w), w])
+        b = np.concatenate([[0.0], b])
+    layers.append(_dense("head_logits", w, b))
+    return FoldedHead(kind, layers, "mlp: StandardScaler folded into the first Dense, ReLU "
+                      "layers copied", n_classes)

@@ -1,0 +1,202 @@
+"""Label new images with a run (head or fine-tuned) or an exported ``.keras`` model.
+
+Where the model comes from (:func:`load_classifier`):
+
+* a head run: base + head rebuilt from the run's record of its cache (base, weights, layer,
+  pooling, input size) and its verified head file – the cache file itself is not needed;
+* a fine-tuned run: its ``model.keras`` (sha256-checked against ``config.json``);
+* a ``.keras`` file written by ``pipeline export`` (class names from its side file).
+
+Images are decoded with :mod:`pipeline.data.decode` and resized bilinearly exactly as during
+extraction. A file that cannot be decoded is reported with its reason and never gets a label.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+
+
+@dataclass
+class Prediction:
+    """One image's result: a label with its probability, or the reason it has none."""
+
+    path: str
+    label: str | None
+    probability: float | None
+    probabilities: dict[str, float] | None = None
+    error: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass
+class Classifier:
+    """A model ready to predict, with what is needed to feed it and name its outputs."""
+
+    model: Any  # keras.Model
+    class_names: list[str]
+    input_size: int
+    raw_input: bool  # True: uint8 images of any size (an exported model), one at a time
+    source: str  # the run id or file it came from
+
+
+def metadata_path(model_path: Path) -> Path:
+    """The side file holding an exported model's class names (``MODEL.keras.json``)."""
+    return model_path.with_name(model_path.name + ".json")
+
+
+def load_classifier(source: str | os.PathLike,
+                    reports_dir: str | os.PathLike | None = None) -> Classifier:
+    """The model ``source`` names: ``RUN_ID``, ``best``, a run folder or a ``.keras`` file."""
+    import keras
+
+    from pipeline.finetune.source import resolve_run
+
+    text = str(source)
+    path = Path(text).expanduser()
+    if text.endswith(".keras"):
+        if not path.is_file():
+            raise PipelineError(f"{path}: no such model file")
+        return _from_keras_file(path)
+    run = resolve_run(text, reports_dir)
+    cache = run.config.get("cache", {})
+    class_names = list(cache.get("class_names") or [])
+    if run.is_finetuned:
+        from pipeline.runs.store import file_sha256
+
+        info = run.config.get("head", {})
+        model_path = run.run_dir / str(info.get("file", "model.keras"))
+        if not model_path.is_file():
+            raise PipelineError(f"{run.run_dir}: model file {model_path.name} is missing")
+        if info.get("sha256") and file_sha256(model_path) != info["sha256"]:
+            raise PipelineError(f"{model_path}: sha256 does not match the run record; refusing "
+                                "a modified model file")
+        model = keras.models.load_model(model_path, compile=False, safe_mode=True)
+        size = int(model.inputs[0].shape[1])
+        return Classifier(model, class_names, size, raw_input=False, source=run.run_id)
+    from pipeline.finetune.model import rebuild_classifier
+    from pipeline.runs.store import load_head
+
+    rebuilt = rebuild_classifier(cache, load_head(run.run_dir))
+    return Classifier(rebuilt.classifier, rebuilt.class_names, rebuilt.input_size,
+                      raw_input=False, source=run.run_id)
+
+
+def _from_keras_file(path: Path) -> Classifier:
+    import keras
+
+    try:
+        model = keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # a corrupt zip, a foreign model, custom objects ...
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PipelineError(f"{path}: cannot load this Keras model ({msg})") from None
+    shape = tuple(model.inputs[0].shape[1:])
+    if len(shape) != 3 or shape[-1] != 3:
+        raise PipelineError(f"{path}: expected a model of RGB images, its input is {shape}")
+    meta: dict[str, Any] = {}
+    side = metadata_path(path)
+    if side.is_file():
+        try:
+            meta = json.loads(side.read_text())
+        except ValueError:
+            meta = {}
+    elif (path.parent / "config.json").is_file():  # a run folder's model.keras
+        try:
+            config = json.loads((path.parent / "config.json").read_text())
+            meta = {"class_names": config["cache"]["class_names"]}
+        except (ValueError, KeyError, TypeError):
+            meta = {}
+    raw = shape[0] is None or str(model.inputs[0].dtype) == "uint8"
+    n_out = int(model.outputs[0].shape[-1])
+    names = list(meta.get("class_names") or [f"class_{i}" for i in range(n_out)])
+    if len(names) != n_out:
+        raise PipelineError(f"{side}: lists {len(names)} classes, the model outputs {n_out}")
+    size = int(meta.get("input_size") or (shape[0] or 0))
+    return Classifier(model, names, size, raw_input=raw, source=str(path))
+
+
+def collect_images(items: Iterable[str | os.PathLike]) -> list[Path]:
+    """Files named, plus image files found (recursively, sorted) in folders named."""
+    from pipeline.data.samples import is_image_file
+
+    out: list[Path] = []
+    for item in items:
+        p = Path(item).expanduser()
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if is_image_file(f))
+            if not found:
+                raise PipelineError(f"{p}: folder holds no image files")
+            out.extend(found)
+        elif p.is_file():
+            out.append(p)
+        else:
+            raise PipelineError(f"{p}: no such file or folder")
+    if not out:
+        raise PipelineError("no images given; name image files or folders")
+    return list(dict.fromkeys(out))
+
+
+def predict_images(clf: Classifier, paths: Sequence[Path],
+                   batch_size: int = 32) -> list[Prediction]:
+    """Predictions for ``paths`` with a loaded :class:`Classifier`, in order."""
+    from pipeline.data.decode import DecodeError, decode_file
+    from pipeline.data.reader import resize
+
+    results: list[Prediction | None] = [None] * len(paths)
+    batch: list[tuple[int, np.ndarray]] = []
+
+    def flush() -> None:
+        if not batch:
+            return
+        x = np.stack([img for _, img in batch])
+        proba = np.asarray(clf.model.predict(x, batch_size=batch_size, verbose=0))
+        for (i, _), p in zip(batch, proba, strict=True):
+            results[i] = _prediction(paths[i], p, clf.class_names)
+        batch.clear()
+
+    for i, path in enumerate(paths):
+        try:
+            image = decode_file(str(path))
+        except DecodeError as e:
+            results[i] = Prediction(str(path), None, None, None, error=str(e))
+            continue
+        if clf.raw_input:
+            proba = np.asarray(clf.model(image[None], training=False))[0]
+            results[i] = _prediction(path, proba, clf.class_names)
+            continue
+        batch.append((i, resize(image, clf.input_size).numpy()))
+        if len(batch) >= batch_size:
+            flush()
+    flush()
+    return [r for r in results if r is not None]
+
+
+def _prediction(path: Path, proba: np.ndarray, class_names: list[str]) -> Prediction:
+    proba = np.asarray(proba, dtype=np.float64)
+    k = int(np.argmax(proba))
+    return Prediction(str(path), class_names[k], float(proba[k]),
+                      {n: float(v) for n, v in zip(class_names, proba, strict=True)})
+
+
+def predict(source: str | os.PathLike, images: Sequence[str | os.PathLike] | str | os.PathLike,
+            *, reports_dir: str | os.PathLike | None = None,
+            batch_size: int = 32) -> list[Prediction]:
+    """Label each image (files and/or folders) with the model ``source`` names.
+
+    ``source``: ``RUN_ID``, ``best`` (top of the leaderboard), a run folder or a ``.keras``
+    file. Undecodable files come back with ``error`` set and no label.
+    """
+    if isinstance(images, str | os.PathLike):
+        images = [images]
+    paths = collect_images(images)
+    return predict_images(load_classifier(source, reports_dir), paths, batch_size)

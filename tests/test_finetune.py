@@ -1,0 +1,362 @@
+"""Stage 3: fine-tuning from a head run, predict and export.
+
+A tiny world: two colour classes (separable), a random-init ``mobilenet_v2_0.35`` at 32 px
+cut at an early layer (which exercises rebuilding the layer cut, and keeps random-init
+activations well scaled: uncut, they shrink to ~1e-11), heads fitted through the heads
+stage's Python API; every training run is 1-2 epochs.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+from PIL import Image
+
+from pipeline.errors import PipelineError
+from pipeline.finetune import (
+    export,
+    finetune,
+    fold_head,
+    parse_augment,
+    predict,
+    rebuild_classifier,
+    training_model,
+)
+from pipeline.finetune.data import check_dataset, load_run_cache, load_splits
+from pipeline.finetune.model import find_base
+from pipeline.finetune.unfreeze import start_index, unfreeze
+from pipeline.runs.store import LoadedHead, load_head
+
+SIZE = 32
+LAYER = "block_3_expand_relu"
+
+
+def _colour_images(root: Path, n: int = 24) -> Path:
+    rng = np.random.default_rng(7)
+    for name, colour in (("blue", (40, 60, 200)), ("red", (210, 50, 40))):
+        for i in range(n):
+            h, w = (int(v) for v in rng.integers(36, 64, 2))
+            arr = np.clip(rng.normal(colour, 25, (h, w, 3)), 0, 255).astype(np.uint8)
+            (root / name).mkdir(parents=True, exist_ok=True)
+            Image.fromarray(arr).save(root / name / f"{i:03d}.png")
+    return root
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
+    """Images, a cache and fitted logreg / linear_svm / dense head runs."""
+    from pipeline.extract import run_extraction
+    from pipeline.heads import fit_heads
+
+    base = tmp_path_factory.mktemp("finetune")
+    data = _colour_images(base / "data")
+    reports = base / "reports"
+    cache = run_extraction(data, ["mobilenet_v2_0.35"], weights="none", input_size=SIZE,
+                           layer=LAYER, cache_dir=base / "cache", quiet=True)[0].path
+    result = fit_heads([cache], ["logreg", "linear_svm", {"kind": "dense", "epochs": 5}],
+                       reports_dir=reports, quiet=True, jobs=1)
+    runs = {r.config.kind: r.run_dir for r in result.runs}
+    return {"data": data, "reports": reports, "cache": cache, "runs": runs, "base": base}
+
+
+def _val(run_dir: Path):
+    loaded = load_head(run_dir)
+    fs = load_run_cache(loaded.config["cache"])
+    return loaded, fs, load_splits(fs, SIZE)["validation"]
+
+
+@pytest.mark.parametrize("kind", ["logreg", "linear_svm", "dense"])
+def test_rebuilt_model_equals_head_predict_proba_before_training(world, kind):
+    loaded, fs, val = _val(world["runs"][kind])
+    rebuilt = rebuild_classifier(loaded.config["cache"], loaded)
+    want = loaded.predict_proba(fs.features[fs.mask("validation")])
+    got = rebuilt.classifier.predict(val.x, verbose=0)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    # The training model (augmentation in front) is the same function outside training.
+    model = training_model(rebuilt.classifier, parse_augment("default"))
+    np.testing.assert_allclose(model.predict(val.x, verbose=0), want, atol=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["logreg", "linear_svm", "mlp"])
+def test_fold_is_exact_for_several_classes(kind):
+    from pipeline.heads import make_head
+
+    rng = np.random.default_rng(0)
+    centres = rng.normal(0, 3, (3, 12))
+    y = np.repeat(np.arange(3), 40)
+    x = (centres[y] + rng.normal(0, 2, (len(y), 12))) * 5 + 7  # unscaled on purpose
+    head = make_head(kind, {"max_iter": 300} if kind == "mlp" else None, n_classes=3).fit(x, y)
+    loaded = LoadedHead(run_dir=Path("."), head=head, class_names=["a", "b", "c"],
+                        config={"cache": {"feature_shape": [12]}})
+    folded = fold_head(loaded, 12)
+    inp = keras.Input((12,))
+    model = keras.Model(inp, keras.layers.Softmax()(folded(inp)))
+    np.testing.assert_allclose(model.predict(x.astype(np.float32), verbose=0),
+                               head.predict_proba(x), atol=1e-5)
+
+
+def test_heads_without_exact_layers_are_refused(world):
+    from pipeline.heads import make_head
+
+    loaded, fs, _ = _val(world["runs"]["logreg"])
+    x, y = fs.xy("train")
+    knn = make_head("knn", {"n_neighbors": 3}, n_classes=2).fit(x, y)
+    fake = LoadedHead(run_dir=Path("."), head=knn, class_names=loaded.class_names,
+                      config=loaded.config)
+    with pytest.raises(PipelineError, match="cannot be turned into Keras layers"):
+        fold_head(fake, x.shape[1])
+
+
+def test_unfreeze_sets_trainable_and_keeps_batchnorm_in_inference_mode(world):
+    loaded, _, val = _val(world["runs"]["logreg"])
+    rebuilt = rebuild_classifier(loaded.config["cache"], loaded)
+    base = find_base(rebuilt.classifier)
+    n = len(base.layers)
+    bn = keras.layers.BatchNormalization
+
+    done = unfreeze(base, "0.3")
+    assert done.start == n - int(np.ceil(0.3 * n))
+    for i, layer in enumerate(base.layers):
+        assert layer.trainable == (i >= done.start and not isinstance(layer, bn)), layer.name
+    name = base.layers[-10].name
+    assert unfreeze(base, name).start == n - 10 == start_index(base, "-10")
+    assert unfreeze(base, "all").start == 0
+    assert all(lyr.trainable for lyr in base.layers if not isinstance(lyr, bn))
+    assert unfreeze(base, "none").start is None and not base.trainable_weights
+    assert rebuilt.classifier.get_layer("features").get_layer("preprocess").trainable is False
+
+    # Train the whole base one epoch: BN statistics must not move, and the base must compute
+    # the same with training=True as in inference.
+    unfreeze(base, "all")
+    bns = [lyr for lyr in base.layers if isinstance(lyr, bn)]
+    assert bns and not any(lyr.trainable for lyr in bns)
+    before = [np.array(lyr.moving_mean) for lyr in bns]
+    kernel_before = np.array(base.layers[-3].weights[0]) if base.layers[-3].weights else None
+    model = training_model(rebuilt.classifier, parse_augment("none"))
+    model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy())
+    model.fit(val.x, val.y, epochs=1, batch_size=8, verbose=0)
+    after = [np.array(lyr.moving_mean) for lyr in bns]
+    assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
+    trained = [lyr for lyr in base.layers if lyr.trainable_weights]
+    assert trained  # the convolutions did train ...
+    if kernel_before is not None:
+        assert not np.array_equal(kernel_before, np.array(base.layers[-3].weights[0]))
+    feats = rebuilt.classifier.get_layer("features")
+    np.testing.assert_allclose(feats(val.x[:4], training=True), feats(val.x[:4], training=False),
+                               atol=1e-5)
+
+
+@pytest.mark.parametrize("spec", ["no_such_layer", "1.5", "0", "-0.2", "100000"])
+def test_bad_unfreeze_spec_is_one_line_error(world, spec):
+    loaded, _, _ = _val(world["runs"]["logreg"])
+    base = find_base(rebuild_classifier(loaded.config["cache"], loaded).classifier)
+    if spec == "0":  # index 0 is valid: the whole base
+        assert start_index(base, spec) == 0
+        return
+    with pytest.raises(PipelineError, match="--unfreeze-from") as e:
+        start_index(base, spec)
+    assert "\n" not in str(e.value)
+
+
+def test_finetune_writes_a_run_that_joins_the_leaderboard(world):
+    from pipeline.runs.leaderboard import leaderboard
+
+    reports = world["reports"]
+    res = finetune(world["runs"]["dense"], epochs=2, patience=0, reports_dir=reports,
+                   quiet=True, unfreeze_from="0.2")
+    assert res.initial_max_abs_diff < 1e-5
+    assert res.epochs_run == 2 and len(res.history["val_loss"]) == 2
+    for name in ("model.keras", "config.json", "metrics.json", "learning_curve.png",
+                 "confusion_matrix.png"):
+        assert (res.run_dir / name).is_file(), name
+    assert not (res.run_dir / "backup").exists()
+    metrics = json.loads((res.run_dir / "metrics.json").read_text())
+    for split in ("validation", "test"):
+        assert {"accuracy", "balanced_accuracy", "f1_macro", "roc_auc", "log_loss",
+                "confusion_matrix"} <= set(metrics[split])
+    assert metrics["head_history"]["loss"]  # the dense head's phase, joined in the plot
+    config = json.loads((res.run_dir / "config.json").read_text())
+    assert config["stage"] == "finetune" and config["finetune"]["source_run"] == \
+        world["runs"]["dense"].name
+    rows = {r["run_id"]: r for r in leaderboard(reports)}
+    assert rows[res.run_id]["head"] == "dense+finetune"
+    assert rows[res.run_id]["test_accuracy"] == pytest.approx(res.test["accuracy"])
+    # A fine-tuned run is not fine-tuned again (its head run is).
+    with pytest.raises(PipelineError, match="already fine-tuned"):
+        finetune(res.run_dir, reports_dir=reports, quiet=True)
+
+
+_CHILD = """
+import os, sys
+os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+from pipeline.finetune import finetune
+finetune(sys.argv[1], epochs=40, patience=0, augment="none", reports_dir=sys.argv[2],
+         quiet=True, seed=3)
+"""
+
+
+def test_killed_run_resumes_from_its_last_finished_epoch(world, tmp_path):
+    reports = tmp_path / "reports"
+    run = world["runs"]["logreg"]
+    child = subprocess.Popen([sys.executable, "-c", _CHILD, str(run), str(reports)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    meta = None
+    try:
+        while time.monotonic() < deadline and child.poll() is None:
+            found = list(reports.glob("*/backup/training_metadata.json"))
+            if found:
+                try:
+                    if json.loads(found[0].read_text()).get("epoch", 0) >= 1:
+                        meta = found[0]
+                        break
+                except ValueError:
+                    pass  # being written
+            time.sleep(0.02)
+    finally:
+        child.send_signal(signal.SIGKILL)
+        _, err = child.communicate()
+    assert meta is not None, f"no epoch backup appeared; child said: {err.decode()[-2000:]}"
+    run_dir = meta.parents[1]
+    assert not (run_dir / "metrics.json").exists()  # killed mid-way: not a finished run
+    done = json.loads(meta.read_text())["epoch"]
+    assert done >= 1
+    # Same settings (epochs is a budget, not part of the identity): resumes that folder.
+    res = finetune(run, epochs=done + 1, patience=0, augment="none", reports_dir=reports,
+                   quiet=True, seed=3)
+    assert res.run_dir == run_dir
+    assert res.resumed_from_epoch == done
+    assert res.epochs_run == done + 1 == len(res.history["loss"])
+    state = json.loads((run_dir / "finetune_state.json").read_text())
+    assert [s["start_epoch"] for s in state["sessions"]] == [0, done]
+    assert state["status"] == "done"
+    # Different settings start a new folder.
+    other = finetune(run, epochs=1, patience=0, augment="none", reports_dir=reports,
+                     quiet=True, seed=4)
+    assert other.run_dir != run_dir and other.resumed_from_epoch == 0
+
+
+def test_predict_and_export_round_trip(world, tmp_path):
+    reports = world["reports"]
+    res = finetune(world["runs"]["logreg"], epochs=1, reports_dir=reports, quiet=True)
+    images = [world["data"] / "red" / "000.png", world["data"] / "blue" / "001.png"]
+    rng = np.random.default_rng(1)
+    for i, (h, w) in enumerate(((20, 90), (120, 33), (64, 64))):
+        p = tmp_path / f"odd{i}.jpg"
+        Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)).save(p)
+        images.append(p)
+    bad = tmp_path / "broken.png"
+    bad.write_bytes(b"not an image")
+    preds = predict(res.run_id, [*images, bad], reports_dir=reports)
+    assert [p.error is None for p in preds] == [True] * len(images) + [False]
+    assert preds[-1].label is None and preds[-1].probability is None
+    assert preds[0].label == "red" and preds[1].label == "blue"
+
+    out = export(res.run_id, tmp_path / "exported.keras", reports_dir=reports)
+    model = keras.models.load_model(out.path)  # plain: no custom objects, no pipeline code
+    assert model.inputs[0].dtype == "uint8" and tuple(model.inputs[0].shape[1:]) == \
+        (None, None, 3)
+    from pipeline.data.decode import decode_file
+
+    for path, p in zip(images, preds, strict=False):
+        got = np.asarray(model(decode_file(str(path))[None]))[0]
+        want = [p.probabilities[c] for c in out.metadata["class_names"]]
+        np.testing.assert_allclose(got, want, atol=1e-5)
+        # Whatever a caller passes, BatchNormalization stays in inference mode.
+        np.testing.assert_allclose(np.asarray(model(decode_file(str(path))[None],
+                                                    training=True))[0], want, atol=1e-5)
+    # predict with the exported file gives the same answers (and the class names).
+    again = predict(out.path, images)
+    for a, b in zip(again, preds, strict=False):
+        assert a.label == b.label and a.probability == pytest.approx(b.probability, abs=1e-5)
+
+    # A head run predicts and exports too (base + head rebuilt from its record).
+    head_preds = predict(world["runs"]["linear_svm"], images[:2], reports_dir=reports)
+    assert [p.label for p in head_preds] == ["red", "blue"]
+    head_model = export(world["runs"]["linear_svm"], tmp_path / "head.keras",
+                        reports_dir=reports)
+    got = np.asarray(keras.models.load_model(head_model.path)(
+        decode_file(str(images[0]))[None]))[0]
+    np.testing.assert_allclose(got, list(head_preds[0].probabilities.values()), atol=1e-5)
+
+
+def test_cli_predict_json_and_csv(world):
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    runner = CliRunner()
+    img = str(world["data"] / "red" / "002.png")
+    run = str(world["runs"]["linear_svm"])
+    r = runner.invoke(app, ["predict", run, img, "--json"])
+    assert r.exit_code == 0, r.output
+    rows = json.loads(r.stdout)
+    assert rows[0]["label"] == "red" and set(rows[0]["probabilities"]) == {"blue", "red"}
+    r = runner.invoke(app, ["predict", run, img, "--csv"])
+    assert r.exit_code == 0 and r.stdout.splitlines()[0] == \
+        "path,label,probability,blue,red,error"
+
+
+def test_bad_input_is_a_one_line_error(world, tmp_path):
+    reports = world["reports"]
+    cases = [
+        (lambda: finetune("no-such-run", reports_dir=reports, quiet=True), "no run"),
+        (lambda: finetune("best", reports_dir=tmp_path / "empty", quiet=True), "no head runs"),
+        (lambda: finetune(world["runs"]["logreg"], reports_dir=reports, quiet=True,
+                          unfreeze_from="block_99_nope"), "no such layer"),
+        (lambda: finetune(world["runs"]["logreg"], optimizer="adagrad", quiet=True),
+         "--optimizer"),
+        (lambda: finetune(world["runs"]["logreg"], augment="spin=3", quiet=True),
+         "unknown augmentation"),
+        (lambda: predict(world["runs"]["logreg"], [tmp_path / "missing.png"]),
+         "no such file"),
+        (lambda: export(world["runs"]["logreg"], tmp_path / "x.h5"), "must end in .keras"),
+    ]
+    for call, match in cases:
+        with pytest.raises(PipelineError, match=match) as e:
+            call()
+        assert "\n" not in str(e.value)
+
+
+def test_changed_dataset_is_detected(world):
+    loaded = load_head(world["runs"]["logreg"])
+    fs = load_run_cache(loaded.config["cache"])
+    check_dataset(fs)  # unchanged: passes
+    fs.sha256 = fs.sha256.copy()
+    fs.sha256[0] = "0" * 64
+    fs.ids = fs.ids.copy()
+    fs.ids[1] = "red/gone.png"
+    with pytest.raises(PipelineError, match="dataset changed since extraction: 2 of") as e:
+        check_dataset(fs)
+    assert "(changed)" in str(e.value) and "red/gone.png (missing)" in str(e.value)
+
+
+def test_cli_errors_are_one_line(world, tmp_path):
+    env = dict(os.environ, PIPELINE_REPORTS_DIR=str(world["reports"]))
+    r = subprocess.run([sys.executable, "-m", "pipeline", "finetune", "nope-run"],
+                       capture_output=True, text=True, env=env)
+    assert r.returncode == 2
+    assert r.stderr.strip().startswith("error: no run 'nope-run'")
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_experiment_finetune_table_supplies_defaults():
+    from pipeline.finetune.train import DEFAULTS, resolve_settings
+
+    table = {"lr": 3e-4, "unfreeze_from": 0.5, "augment": {"flip": "vertical"}}
+    out = resolve_settings({"epochs": 4, "learning_rate": None}, table)
+    assert out["learning_rate"] == 3e-4 and out["unfreeze_from"] == 0.5
+    assert out["epochs"] == 4 and out["patience"] == DEFAULTS["patience"]
+    assert parse_augment(out["augment"]).flip == "vertical"
+    assert resolve_settings({"learning_rate": 1e-3}, table)["learning_rate"] == 1e-3
+    with pytest.raises(PipelineError, match="unknown key"):
+        resolve_settings({}, {"epoch": 3})
