@@ -66,7 +66,7 @@ def finetune(
     finished epoch is backed up in the run folder: run the same command again after an
     interruption and it resumes from the last finished epoch. The test split is evaluated
     once, with the kept weights; the run joins the leaderboard (`pipeline runs`). Options not
-    given come from the [finetune] table of the experiment that made the head run, if any,
+    given come from the \\[finetune] table of the experiment that made the head run, if any,
     else from the defaults shown. Example:
 
         pipeline finetune best --epochs 8 --lr 1e-4 --unfreeze-from 0.3
