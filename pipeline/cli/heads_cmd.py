@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperCommand
 
-from pipeline.cli import app
+from pipeline.cli import app, table_console
 from pipeline.errors import PipelineError
 
 _TOKENS_KEY = "pipeline.head_tokens"
@@ -47,7 +47,7 @@ class _OrderedHeadArgs(TyperCommand):
 
 
 def _console() -> Console:
-    return Console()
+    return table_console()
 
 
 def _fmt(v: Any, digits: int = 3) -> str:
