@@ -174,3 +174,18 @@ def test_elpv_builtin_labels():
     assert ds.class_counts() == {"functional": 1803, "defective": 821}
     four = load_dataset("elpv", elpv_levels=True)
     assert sum(four.class_counts().values()) == 2624 and len(four.class_names) == 4
+
+
+def test_an_unreadable_image_is_a_named_error(image_folder: Path, monkeypatch):
+    import builtins
+
+    real_open = builtins.open
+
+    def deny(path, *args, **kwargs):
+        if str(path).endswith("cat/img001.png"):
+            raise PermissionError(13, "Permission denied")
+        return real_open(path, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "open", deny)
+    with pytest.raises(PipelineError, match=r"cat/img001.png: cannot read \(Permission denied\)"):
+        load_dataset(image_folder)

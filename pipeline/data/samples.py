@@ -11,6 +11,8 @@ from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from pipeline.errors import PipelineError
+
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
 
@@ -52,8 +54,12 @@ def is_image_file(path: Path) -> bool:
 
 
 def file_sha256(path: Path) -> str:
+    """The content hash of a file; an unreadable file is a user error, named."""
     h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                h.update(block)
+    except OSError as e:
+        raise PipelineError(f"{path}: cannot read ({e.strerror or e})") from None
     return h.hexdigest()
