@@ -53,9 +53,10 @@ bases = ["efficientnet_lite0"]
 
 [extract]
 weights = "imagenet"
-# Solar cells are far from ImageNet: a mid-level cut (block6d) beat the top layer on the
-# validation split, and 300 px is the cells' native resolution (thin cracks survive).
-# benchmarks/elpv_layers.py compares cuts and sizes (README, "Results").
+# Solar cells are far from ImageNet: block6d was the validation-best cut at the base's
+# 224 px, and 300 px is the cells' native resolution (no downsampling of thin cracks).
+# benchmarks/elpv_layers.py compares cuts and sizes; see README, "Results", for how much of
+# this is noise.
 layer = "block6d_expand_activation"
 input_size = 300
 pooling = "avg"
