@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.data.samples import Dataset, Sample, file_sha256
+from pipeline.data.samples import Dataset, Sample, sample_sha256
 from pipeline.errors import PipelineError
 
 NAMES = ("elpv",)
@@ -47,7 +47,7 @@ def load(name: str, levels: bool = False) -> Dataset:
         def label_of(p: float) -> int:
             return int(p >= 0.5)
 
-    samples = [Sample(id=rel, path=root / rel, label=label_of(p), sha256=file_sha256(root / rel))
+    samples = [Sample(id=rel, path=root / rel, label=label_of(p), sha256=sample_sha256(root / rel))
                for rel, p in rows]
     return Dataset(name="elpv4" if levels else "elpv", source="elpv", root=root,
                    class_names=class_names, samples=samples, options={"elpv_levels": levels})

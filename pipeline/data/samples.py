@@ -54,12 +54,17 @@ def is_image_file(path: Path) -> bool:
 
 
 def file_sha256(path: Path) -> str:
-    """The content hash of a file; an unreadable file is a user error, named."""
+    """The content hash of a file (``OSError`` if it cannot be read)."""
     h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def sample_sha256(path: Path) -> str:
+    """:func:`file_sha256` for a dataset being listed: an unreadable file is a user error."""
     try:
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
+        return file_sha256(path)
     except OSError as e:
         raise PipelineError(f"{path}: cannot read ({e.strerror or e})") from None
-    return h.hexdigest()

@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipeline.data import builtin
-from pipeline.data.samples import Dataset, Sample, file_sha256, is_image_file
+from pipeline.data.samples import Dataset, Sample, is_image_file, sample_sha256
 from pipeline.data.splits import DEFAULT_FRACTIONS, assign_splits
 from pipeline.errors import PipelineError
 
@@ -79,7 +79,7 @@ def _from_folder(root: Path) -> Dataset:
             if is_image_file(f) and not any(part.startswith(".")
                                             for part in f.relative_to(root).parts):
                 samples.append(Sample(id=f.relative_to(root).as_posix(), path=f, label=label,
-                                      sha256=file_sha256(f), split=split))
+                                      sha256=sample_sha256(f), split=split))
     return Dataset(name=root.resolve().name, source=str(root.resolve()), root=root.resolve(),
                    class_names=class_names, samples=samples)
 
@@ -130,7 +130,7 @@ def _from_csv(manifest: Path) -> Dataset:
             raise PipelineError(f"{manifest}: {sid} is listed twice")
         seen[sid] = 1
         samples.append(Sample(id=sid, path=path, label=class_names.index(label),
-                              sha256=file_sha256(path), split=split))
+                              sha256=sample_sha256(path), split=split))
     return Dataset(name=manifest.stem, source=str(manifest.resolve()), root=root,
                    class_names=class_names, samples=samples)
 

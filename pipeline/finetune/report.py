@@ -12,11 +12,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import matplotlib.pyplot as plt
 
-matplotlib.use("Agg")  # files only
-
-import matplotlib.pyplot as plt  # noqa: E402
+from pipeline.runs.plots import save_figure  # also selects the Agg backend
 
 
 def plot_joined_curve(path: Path, head_history: Mapping[str, Sequence[float]] | None,
@@ -62,9 +60,4 @@ def plot_joined_curve(path: Path, head_history: Mapping[str, Sequence[float]] | 
         ax.set_ylabel(m)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)

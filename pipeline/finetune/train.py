@@ -503,8 +503,8 @@ def _write_records(run_dir: Path, src: Any, loaded: Any, rebuilt: Any, unfrozen:
                                   default=0),
         "head_history": head_history,
     }
-    write_json(run_dir / "config.json", _clean(config))
-    write_json(run_dir / "metrics.json", _clean(metrics))
+    write_json(run_dir / "config.json", config)
+    write_json(run_dir / "metrics.json", metrics)
     title = (f"{config['cache'].get('dataset')} / {config['cache'].get('base')} / "
              f"{loaded.kind} fine-tuned ({src.run_id})")
     plot_confusion(run_dir / "confusion_matrix.png",
@@ -513,15 +513,3 @@ def _write_records(run_dir: Path, src: Any, loaded: Any, rebuilt: Any, unfrozen:
     plot_joined_curve(run_dir / "learning_curve.png", head_history, history, initial,
                       best_epoch, title)
 
-
-def _clean(o: Any) -> Any:
-    """JSON-safe: NaN/inf become null, numpy scalars and tuples plain Python."""
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_clean(v) for v in o]
-    if isinstance(o, np.generic):
-        o = o.item()
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    return o

@@ -425,8 +425,8 @@ def _write_runs(reports: Path, data: list[Split], runs: list[RunRecord],
         if history:
             metrics["history"] = history
             metrics["best_epoch"] = getattr(trained, "best_epoch", None)
-        write_json(run_dir / "config.json", _clean(config))
-        write_json(run_dir / "metrics.json", _clean(metrics))
+        write_json(run_dir / "config.json", config)
+        write_json(run_dir / "metrics.json", metrics)
         title = f"{d.dataset} / {d.base} / {r.config.label}"
         plot_confusion(run_dir / "confusion_matrix.png",
                        {"validation": r.validation["confusion_matrix"],
@@ -435,15 +435,3 @@ def _write_runs(reports: Path, data: list[Split], runs: list[RunRecord],
             plot_learning_curve(run_dir / "learning_curve.png", history, title,
                                 best_epoch=metrics.get("best_epoch"))
 
-
-def _clean(o: Any) -> Any:
-    """JSON-safe: NaN/inf become null, numpy scalars and tuples plain Python."""
-    if isinstance(o, dict):
-        return {str(k): _clean(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_clean(v) for v in o]
-    if isinstance(o, np.generic):
-        o = o.item()
-    if isinstance(o, float) and not math.isfinite(o):
-        return None
-    return o

@@ -14,6 +14,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def save_figure(fig: Any, path: Path, title: str = "") -> Path:
+    """Title, tighten, write as PNG and free the figure (every plot of a run ends here)."""
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
 def plot_confusion(path: Path, matrices: Mapping[str, Sequence[Sequence[int]]],
                    class_names: Sequence[str], title: str = "") -> Path:
     """One panel per split (e.g. validation, test); cells show counts, colour shows row share."""
@@ -34,12 +43,7 @@ def plot_confusion(path: Path, matrices: Mapping[str, Sequence[Sequence[int]]],
         ax.set_xlabel("predicted")
         ax.set_ylabel("true")
         ax.set_title(f"{split} (n={int(cm.sum())})", fontsize=10)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)
 
 
 def plot_learning_curve(path: Path, history: Mapping[str, Sequence[float]], title: str = "",
@@ -60,9 +64,4 @@ def plot_learning_curve(path: Path, history: Mapping[str, Sequence[float]], titl
         ax.set_ylabel(m)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path, title)

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 import time
@@ -76,9 +77,24 @@ def _json_default(o: Any) -> Any:
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
 
 
+def json_safe(o: Any) -> Any:
+    """JSON-safe: NaN/inf become null, numpy scalars and tuples plain Python."""
+    if isinstance(o, dict):
+        return {str(k): json_safe(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [json_safe(v) for v in o]
+    if isinstance(o, np.generic):
+        o = o.item()
+    if isinstance(o, float) and not math.isfinite(o):
+        return None
+    return o
+
+
 def write_json(path: Path, data: Any) -> None:
+    """Write ``data`` atomically as JSON (non-finite numbers become null)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, default=_json_default, allow_nan=False) + "\n")
+    tmp.write_text(json.dumps(json_safe(data), indent=2, default=_json_default,
+                              allow_nan=False) + "\n")
     os.replace(tmp, path)
 
 
