@@ -27,7 +27,7 @@ from pipeline.bases import POOLINGS, Extractor, build_extractor, get_base
 from pipeline.bases.weights import parse_weights
 from pipeline.cache.key import cache_file_name, content_key, dataset_digest, options_key
 from pipeline.cache.lock import exclusive
-from pipeline.cache.store import COMPRESSIONS, load_feature_set, write_feature_set
+from pipeline.cache.store import COMPRESSIONS, load_feature_set, read_meta, write_feature_set
 from pipeline.cache.work import WorkDir
 from pipeline.data.samples import Dataset
 from pipeline.data.sources import load_dataset
@@ -161,13 +161,14 @@ def _load_known(plan: _Plan, dataset: Dataset, digest: str, report: Reporter) ->
     """Features already computed for this base: from the cache file and finished shards."""
     if plan.path.exists():
         try:
+            # The metadata decides a hit; the features are read only when rows can be reused.
+            if read_meta(plan.path).get("samples_digest") == digest:
+                plan.hit = True
+                return
             fs = load_feature_set(plan.path)
         except PipelineError as e:
             report.warn(f"{e}; rebuilding it")
         else:
-            if fs.meta.get("samples_digest") == digest:
-                plan.hit = True
-                return
             plan.known.update(zip(fs.sha256, fs.features, strict=True))
     plan.known.update(plan.work.load())
 
