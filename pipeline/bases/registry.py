@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import difflib
-
 from pipeline.bases.spec import BaseSpec
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, did_you_mean
 
 _REGISTRY: dict[str, BaseSpec] = {}
 
@@ -23,8 +21,7 @@ def get_base(name: str) -> BaseSpec:
     try:
         return _REGISTRY[name]
     except KeyError:
-        close = difflib.get_close_matches(name, _REGISTRY, n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        hint = did_you_mean(name, _REGISTRY, n=3)
         raise PipelineError(
             f"unknown base {name!r}{hint}; `pipeline bases` lists the {len(_REGISTRY)} known"
         ) from None

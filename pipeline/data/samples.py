@@ -7,6 +7,7 @@ A sample's **id** is its path relative to the dataset root (POSIX separators) an
 from __future__ import annotations
 
 import hashlib
+import os
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -53,7 +54,7 @@ def is_image_file(path: Path) -> bool:
             and path.is_file())
 
 
-def file_sha256(path: Path) -> str:
+def file_sha256(path: str | os.PathLike) -> str:
     """The content hash of a file (``OSError`` if it cannot be read)."""
     h = hashlib.sha256()
     with open(path, "rb") as f:

@@ -72,7 +72,7 @@ def load_classifier(source: str | os.PathLike,
     cache = run.config.get("cache", {})
     class_names = list(cache.get("class_names") or [])
     if run.is_finetuned:
-        from pipeline.runs.store import file_sha256
+        from pipeline.data.samples import file_sha256
 
         info = run.config.get("head", {})
         model_path = run.run_dir / str(info.get("file", "model.keras"))

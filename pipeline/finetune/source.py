@@ -10,14 +10,13 @@ restricted to head runs – fine-tuning always starts from a head run.
 
 from __future__ import annotations
 
-import difflib
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline import settings
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, did_you_mean
 
 #: ``config["stage"]`` of a fine-tuned run (head runs have no ``stage`` key).
 FINETUNE_STAGE = "finetune"
@@ -102,8 +101,7 @@ def _named(reports: Path, text: str) -> Path:
     if len(matches) > 1:
         shown = ", ".join(matches[:5]) + (" ..." if len(matches) > 5 else "")
         raise PipelineError(f"run {text!r} is ambiguous under {reports}: {shown}")
-    close = difflib.get_close_matches(text, ids, n=3, cutoff=0.5)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    hint = did_you_mean(text, ids, n=3, cutoff=0.5)
     if path.exists():
         raise PipelineError(f"{path}: not a run folder (no {CONFIG})")
     raise PipelineError(f"no run {text!r} under {reports}{hint}; give a run id from "

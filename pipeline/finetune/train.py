@@ -253,7 +253,7 @@ def finetune(
         test = dict(classification_metrics(splits["test"].y, test_proba),
                     predict_seconds=predict_seconds)
 
-        from pipeline.runs.store import file_sha256
+        from pipeline.data.samples import file_sha256
 
         classifier.save(run_dir / MODEL_FILE)
         epochs_run = len(history.get("loss", []))

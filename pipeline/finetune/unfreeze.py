@@ -19,14 +19,13 @@ model computes exactly what it did before.
 
 from __future__ import annotations
 
-import difflib
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
 import keras
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, did_you_mean
 
 DEFAULT_UNFREEZE = "0.3"
 
@@ -100,8 +99,7 @@ def start_index(base: keras.Model, spec: str | int | float | None) -> int | None
     names = [lyr.name for lyr in layers]
     if spec in names:
         return names.index(spec)
-    close = difflib.get_close_matches(spec, names, n=3)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    hint = did_you_mean(spec, names, n=3)
     raise PipelineError(f"--unfreeze-from {spec!r}: the base {base.name} has no such layer"
                         f"{hint}; give a layer name, an index, a fraction like 0.3, 'all' or "
                         "'none'")

@@ -14,7 +14,6 @@ whether it honours ``class_weight``, and the class that implements it.
 
 from __future__ import annotations
 
-import difflib
 import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Mapping, Sequence
@@ -24,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, did_you_mean
 from pipeline.heads.params import Param, format_value
 
 
@@ -111,8 +110,7 @@ class HeadSpec:
         for p in self.params:
             if p.name == name:
                 return p
-        close = difflib.get_close_matches(name, self.param_names, n=2)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        hint = did_you_mean(name, self.param_names, n=2)
         known = ", ".join(self.param_names) or "none"
         raise PipelineError(f"head {self.kind!r} has no parameter {name!r}{hint}; "
                             f"its parameters are: {known}")
@@ -158,8 +156,7 @@ def get_head_spec(kind: str) -> HeadSpec:
     try:
         return _REGISTRY[kind]
     except KeyError:
-        close = difflib.get_close_matches(kind, _REGISTRY, n=2)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
+        hint = did_you_mean(kind, _REGISTRY, n=2)
         raise PipelineError(f"unknown head {kind!r}{hint}; known heads: "
                             f"{', '.join(_REGISTRY)}") from None
 

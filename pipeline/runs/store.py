@@ -16,7 +16,6 @@ additionally loaded with ``safe_mode=True``.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import os
@@ -29,19 +28,12 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.data.samples import file_sha256
 from pipeline.errors import PipelineError
 from pipeline.heads.base import Head, get_head_spec
 
 CONFIG = "config.json"
 METRICS = "metrics.json"
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _slug(text: str) -> str:
