@@ -1,7 +1,9 @@
 """The command line: a thin typer layer over the Python API.
 
-Each module here adds the commands of one stage to :data:`app`; they parse options and
-delegate. A :class:`~pipeline.errors.PipelineError` becomes one line on stderr and exit 2.
+:mod:`pipeline.cli.app` holds the typer :data:`app`; each ``*_cmd`` module adds the commands
+of one stage to it (they parse options and delegate), and importing this package imports them
+all. :func:`main` is the console entry point: a :class:`~pipeline.errors.PipelineError` becomes
+one line on stderr and exit 2.
 """
 
 from __future__ import annotations
@@ -11,7 +13,25 @@ import sys
 
 import typer
 
+# ``pipeline.cli.app`` is the Typer application: this import rebinds the name after the
+# submodule of the same name was first loaded (by extract_cmd), and later imports of an
+# already loaded submodule leave it alone.
+from pipeline.cli import extract_cmd  # noqa: F401  (registers its commands)
+from pipeline.cli.app import app, table_console
 from pipeline.errors import PipelineError
+
+try:  # stages that may not be present in every checkout during development
+    from pipeline.cli import heads_cmd  # noqa: F401
+except ImportError as _e:  # pragma: no cover
+    if "heads_cmd" not in str(_e):
+        raise
+try:
+    from pipeline.cli import finetune_cmd  # noqa: F401
+except ImportError as _e:  # pragma: no cover
+    if "finetune_cmd" not in str(_e):
+        raise
+
+__all__ = ["app", "main", "table_console"]
 
 
 def _import_tensorflow_quietly() -> None:
@@ -29,38 +49,6 @@ def _import_tensorflow_quietly() -> None:
         os.dup2(saved, 2)
         os.close(saved)
         os.close(devnull)
-
-
-def table_console():
-    """Console for tables on stdout: the terminal's width, or wide when piped to a file, so
-    that long run ids are not folded into unreadable columns."""
-    from rich.console import Console
-
-    return Console() if sys.stdout.isatty() else Console(width=200)
-
-
-app = typer.Typer(
-    name="pipeline",
-    help="Extract features once with pretrained bases, fit many heads on the cache, "
-    "fine-tune the best.",
-    no_args_is_help=True,
-    pretty_exceptions_enable=False,
-    add_completion=False,
-)
-
-# Register the commands (imported for their side effect on `app`).
-from pipeline.cli import extract_cmd  # noqa: E402,F401
-
-try:  # stages that may not be present in every checkout during development
-    from pipeline.cli import heads_cmd  # noqa: F401
-except ImportError as _e:  # pragma: no cover
-    if "heads_cmd" not in str(_e):
-        raise
-try:
-    from pipeline.cli import finetune_cmd  # noqa: F401
-except ImportError as _e:  # pragma: no cover
-    if "finetune_cmd" not in str(_e):
-        raise
 
 
 def main() -> None:

@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pipeline.cli import app, table_console
+from pipeline.cli.app import app, table_console
 from pipeline.errors import PipelineError
 
 cache_app = typer.Typer(help="Inspect the feature cache: list, show metadata, check integrity.",

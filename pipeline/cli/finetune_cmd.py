@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli import app, table_console
+from pipeline.cli.app import app, table_console
 
 ReportsOpt = Annotated[Path | None, typer.Option(
     "--reports-dir", help="Run folders (default: $PIPELINE_REPORTS_DIR or ./reports).",

@@ -15,7 +15,7 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperCommand
 
-from pipeline.cli import app, table_console
+from pipeline.cli.app import app, table_console
 from pipeline.errors import PipelineError
 
 _TOKENS_KEY = "pipeline.head_tokens"

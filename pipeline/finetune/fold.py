@@ -12,7 +12,9 @@
   ``p_k / sum_j p_j``, the normalisation scikit-learn applies.
 * ``mlp`` (scikit-learn): ReLU ``Dense`` layers, the scaler folded into the first one.
 
-Other heads (RBF SVM, k-NN, forests, boosting) are not layers; fine-tuning refuses them with a
+Which kinds fold is declared on their :class:`~pipeline.heads.HeadSpec` (``layers=True``); the
+head's export names its ``layer_form`` and this module has one folding rule per form. Other
+heads (RBF SVM, k-NN, forests, boosting) are not layers; fine-tuning refuses them with a
 message naming the kinds that work. The layers end in logits; the caller adds the softmax.
 """
 
@@ -25,8 +27,12 @@ import keras
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.heads.registry import get_head_spec, layer_kinds
+from pipeline.heads.sklearn_heads import fold_scaler
 
-FOLDABLE = ("dense", "dense_mlp", "logreg", "linear_svm", "mlp")
+#: The kinds that fold into layers, from their specs (built-in kinds, at import; code that
+#: must see kinds registered later calls :func:`pipeline.heads.layer_kinds`).
+FOLDABLE: tuple[str, ...] = tuple(layer_kinds())
 
 
 @dataclass
@@ -51,31 +57,27 @@ def fold_head(loaded: Any, n_features: int) -> FoldedHead:
     ``n_features`` is the length of a flattened feature row; the layers are built for it.
     """
     kind = loaded.kind
-    exported = loaded.export()
-    n_classes = len(loaded.class_names)
-    if kind in ("dense", "dense_mlp") or getattr(loaded.head, "family", "") == "keras":
-        folded = _copy_keras(kind, exported["model"], n_features)
-    elif kind == "logreg":
-        folded = _linear(kind, exported, n_classes, calibration=None)
-    elif kind == "linear_svm":
-        folded = _linear(kind, exported, n_classes,
-                         calibration=(np.asarray(exported["calibration_a"], dtype=np.float64),
-                                      np.asarray(exported["calibration_b"], dtype=np.float64)))
-    elif kind == "mlp":
-        folded = _sk_mlp(kind, exported, n_classes)
-    else:
+    if not get_head_spec(kind).layers:
         raise PipelineError(
             f"a {kind!r} head cannot be turned into Keras layers exactly, so it cannot be "
-            f"fine-tuned; fine-tune a run of one of: {', '.join(FOLDABLE)} "
+            f"fine-tuned; fine-tune a run of one of: {', '.join(layer_kinds())} "
             "(e.g. `pipeline fit-head CACHE --head logreg`)")
+    exported = loaded.export()
+    form = exported.get("layer_form")
+    if form not in _FOLDS:
+        raise PipelineError(f"the {kind!r} head declares layers but exports layer_form "
+                            f"{form!r}; expected one of: {', '.join(_FOLDS)}")
+    folded = _FOLDS[form](kind, exported, len(loaded.class_names), n_features)
     for layer in folded.layers:
         if not layer.built:
             raise AssertionError(f"{layer.name} not built")  # pragma: no cover
     return folded
 
 
-def _copy_keras(kind: str, model: keras.Model, n_features: int) -> FoldedHead:
+def _copy_keras(kind: str, exported: dict[str, Any], n_classes: int,
+                n_features: int) -> FoldedHead:
     """Fresh copies of the head model's layers (names prefixed ``head_``) with its weights."""
+    model: keras.Model = exported["model"]
     layers = [lyr for lyr in model.layers if not isinstance(lyr, keras.layers.InputLayer)]
     if len(model.inputs) != 1 or int(model.inputs[0].shape[-1]) != n_features:
         raise PipelineError(f"the {kind!r} head expects {tuple(model.inputs[0].shape[1:])} "
@@ -102,14 +104,6 @@ def _dense(name: str, kernel: np.ndarray, bias: np.ndarray,
     return layer
 
 
-def _fold_scaler(coef: np.ndarray, intercept: np.ndarray, mean: np.ndarray,
-                 scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """``coef @ ((x - mean) / scale) + intercept`` as ``W @ x + b`` (float64)."""
-    w = coef / scale
-    b = intercept - coef @ (mean / scale)
-    return w, b
-
-
 def _check_classes(kind: str, classes: Any, n_classes: int) -> None:
     if list(classes) != list(range(n_classes)):
         raise PipelineError(f"the {kind!r} head was fitted without every class (it saw "
@@ -117,15 +111,16 @@ def _check_classes(kind: str, classes: Any, n_classes: int) -> None:
 
 
 def _linear(kind: str, exported: dict[str, Any], n_classes: int,
-            calibration: tuple[np.ndarray, np.ndarray] | None) -> FoldedHead:
+            n_features: int) -> FoldedHead:
+    """A (scaled) linear model, Platt-calibrated when the export has ``calibration_a/_b``."""
     _check_classes(kind, exported["classes"], n_classes)
-    coef = np.asarray(exported["coef"], dtype=np.float64)
-    intercept = np.asarray(exported["intercept"], dtype=np.float64).reshape(-1)
-    w, b = _fold_scaler(coef, intercept, np.asarray(exported["scaler_mean"], np.float64),
-                        np.asarray(exported["scaler_scale"], np.float64))
+    w, b = fold_scaler(exported["coef"], np.reshape(exported["intercept"], -1),
+                       exported["scaler_mean"], exported["scaler_scale"])
     how = f"{kind}: StandardScaler folded into Dense"
-    if calibration is not None:
-        a, c = calibration
+    calibration = None
+    if "calibration_a" in exported:
+        calibration = a, c = (np.asarray(exported["calibration_a"], dtype=np.float64),
+                              np.asarray(exported["calibration_b"], dtype=np.float64))
         if len(a) != w.shape[0]:
             raise PipelineError(f"the {kind!r} head's calibration has {len(a)} maps for "
                                 f"{w.shape[0]} scores; cannot fold it")
@@ -146,7 +141,8 @@ def _linear(kind: str, exported: dict[str, Any], n_classes: int,
     return FoldedHead(kind, layers, how, n_classes)
 
 
-def _sk_mlp(kind: str, exported: dict[str, Any], n_classes: int) -> FoldedHead:
+def _sk_mlp(kind: str, exported: dict[str, Any], n_classes: int,
+            n_features: int) -> FoldedHead:
     _check_classes(kind, exported["classes"], n_classes)
     model = exported["pipeline"].named_steps["model"]
     if model.activation != "relu":
@@ -154,8 +150,8 @@ def _sk_mlp(kind: str, exported: dict[str, Any], n_classes: int) -> FoldedHead:
                             "relu networks are folded")
     coefs = [np.asarray(c, dtype=np.float64) for c in model.coefs_]
     intercepts = [np.asarray(b, dtype=np.float64) for b in model.intercepts_]
-    w0, b0 = _fold_scaler(coefs[0].T, intercepts[0], np.asarray(exported["scaler_mean"]),
-                          np.asarray(exported["scaler_scale"]))
+    w0, b0 = fold_scaler(coefs[0].T, intercepts[0], exported["scaler_mean"],
+                         exported["scaler_scale"])
     coefs[0], intercepts[0] = w0.T, b0
     layers: list[keras.layers.Layer] = []
     for i, (w, b) in enumerate(zip(coefs[:-1], intercepts[:-1], strict=True)):
@@ -167,3 +163,7 @@ def _sk_mlp(kind: str, exported: dict[str, Any], n_classes: int) -> FoldedHead:
     layers.append(_dense("head_logits", w, b))
     return FoldedHead(kind, layers, "mlp: StandardScaler folded into the first Dense, ReLU "
                       "layers copied", n_classes)
+
+
+#: One folding rule per ``layer_form`` a head's export may name (see ``LAYER_FORMS``).
+_FOLDS = {"keras_model": _copy_keras, "linear": _linear, "relu_mlp": _sk_mlp}

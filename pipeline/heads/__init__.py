@@ -22,12 +22,15 @@ from pipeline.heads.base import (
     HeadGrid,
     HeadSpec,
     expand_grids,
+    finetunable_kinds,
     get_head_spec,
+    layer_kinds,
     list_heads,
     make_grid,
     make_head,
     parse_head_args,
     register_head,
+    superlinear_kinds,
     unregister_head,
 )
 from pipeline.heads.metrics import DEFAULT_METRIC, SELECTION_METRICS, classification_metrics
@@ -45,7 +48,7 @@ from pipeline.runs.store import LoadedHead, load_head
 __all__ = [
     "DEFAULT_METRIC", "DEFAULT_SWEEP", "SELECTION_METRICS", "Candidate", "Head", "HeadConfig",
     "HeadGrid", "HeadSpec", "LoadedHead", "Param", "RunRecord", "SweepResult",
-    "classification_metrics", "default_sweep", "expand_grids", "fit_heads", "get_head_spec",
-    "list_heads", "load_head", "make_grid", "make_head", "parse_head_args", "register_head",
-    "unregister_head",
+    "classification_metrics", "default_sweep", "expand_grids", "finetunable_kinds",
+    "fit_heads", "get_head_spec", "layer_kinds", "list_heads", "load_head", "make_grid",
+    "make_head", "parse_head_args", "register_head", "superlinear_kinds", "unregister_head",
 ]

@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.heads.base import Head, HeadSpec, register_head
 from pipeline.heads.params import P
+from pipeline.heads.spec import Head, HeadSpec
 
 OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
 
@@ -141,7 +141,7 @@ class KerasDenseHead(Head):
     def export(self) -> dict[str, Any]:
         """Adds ``model`` (the Keras model; outputs logits) for stacking on the base."""
         return dict(super().export(), model=self._fitted(), outputs="logits",
-                    best_epoch=self.best_epoch)
+                    best_epoch=self.best_epoch, layer_form="keras_model")
 
     def __getstate__(self) -> dict[str, Any]:
         # Keras models do not pickle portably; a sweep never ships these across processes.
@@ -169,10 +169,13 @@ def _common(dropout: float, epochs: int) -> tuple:
     )
 
 
-register_head(HeadSpec(
-    "dense", "Keras Dropout -> Dense(n) on pooled features (the tutorials' head)",
-    KerasDenseHead, _common(0.2, 50), family="keras", features="pooled"))
-register_head(HeadSpec(
-    "dense_mlp", "Keras Dense(units, relu) -> Dropout -> Dense(n), for flattened features",
-    KerasMLPHead, (*_common(0.5, 50), P("units", "int", 256, "hidden units", minimum=1)),
-    family="keras", features="flattened"))
+#: The Keras kinds; their layers are copied onto the base when fine-tuning.
+SPECS: tuple[HeadSpec, ...] = (
+    HeadSpec("dense", "Keras Dropout -> Dense(n) on pooled features (the tutorials' head)",
+             KerasDenseHead, _common(0.2, 50), family="keras", features="pooled",
+             layers=True, finetunable=True),
+    HeadSpec("dense_mlp",
+             "Keras Dense(units, relu) -> Dropout -> Dense(n), for flattened features",
+             KerasMLPHead, (*_common(0.5, 50), P("units", "int", 256, "hidden units", minimum=1)),
+             family="keras", features="flattened", layers=True, finetunable=True),
+)

@@ -34,8 +34,8 @@ from sklearn.svm import SVC, LinearSVC
 from sklearn.utils.class_weight import compute_sample_weight
 
 from pipeline.errors import PipelineError
-from pipeline.heads.base import Head, HeadSpec, full_proba, register_head
 from pipeline.heads.params import P
+from pipeline.heads.spec import Head, HeadSpec, full_proba
 
 CLASS_WEIGHT = P("class_weight", "str", "none", "'balanced' reweights classes by inverse "
                  "frequency", choices=("none", "balanced"))
@@ -107,6 +107,20 @@ class SklearnHead(Head):
                     scaler_mean=scaler.mean_, scaler_scale=scaler.scale_)
 
 
+def fold_scaler(coef: np.ndarray, intercept: np.ndarray, mean: np.ndarray,
+                scale: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``coef @ ((x - mean) / scale) + intercept`` as ``W @ x + b`` on raw rows (float64).
+
+    ``coef`` is ``(outputs, d)``; the StandardScaler in front of a linear map disappears into
+    it. The one copy of this rule: the heads' export and the fine-tuning fold both use it.
+    """
+    coef = np.asarray(coef, dtype=np.float64)
+    scale = np.asarray(scale, dtype=np.float64)
+    w = coef / scale
+    b = np.asarray(intercept, dtype=np.float64) - coef @ (np.asarray(mean, np.float64) / scale)
+    return w, b
+
+
 class LinearHead(SklearnHead):
     """A linear model: exposes ``coef``/``intercept`` and a Keras-ready folded dense layer."""
 
@@ -117,7 +131,8 @@ class LinearHead(SklearnHead):
         model = self._linear_model()
         kernel, bias = self.dense_weights()
         return dict(super().export(), coef=np.asarray(model.coef_),
-                    intercept=np.asarray(model.intercept_), dense_kernel=kernel, dense_bias=bias)
+                    intercept=np.asarray(model.intercept_), dense_kernel=kernel, dense_bias=bias,
+                    layer_form="linear")
 
     def dense_weights(self) -> tuple[np.ndarray, np.ndarray]:
         """``(kernel (d, n_classes), bias (n_classes,))`` of a ``Dense(n_classes)`` on the raw
@@ -130,11 +145,9 @@ class LinearHead(SklearnHead):
                                 "its weights cannot be mapped onto a dense layer")
         scaler = pipe.named_steps["scale"]
         model = self._linear_model()
-        coef = np.asarray(model.coef_, dtype=np.float64)
-        intercept = np.asarray(model.intercept_, dtype=np.float64).reshape(-1)
-        w = coef / scaler.scale_
-        b = intercept - coef @ (scaler.mean_ / scaler.scale_)
-        if coef.shape[0] == 1:  # binary: one logit for class 1
+        w, b = fold_scaler(model.coef_, np.reshape(model.intercept_, -1), scaler.mean_,
+                           scaler.scale_)
+        if w.shape[0] == 1:  # binary: one logit for class 1
             w = np.vstack([np.zeros_like(w), w])
             b = np.concatenate([[0.0], b])
         return w.T.astype(np.float32), b.astype(np.float32)
@@ -229,48 +242,64 @@ class MLPHead(SklearnHead):
             self.history["val_accuracy"] = [float(v) for v in model.validation_scores_]
         return self
 
+    def export(self) -> dict[str, Any]:
+        """The scaler and the ReLU network (``pipeline``): folded into Dense layers."""
+        return dict(super().export(), layer_form="relu_mlp")
+
 
 _C = dict(minimum=0, exclusive_minimum=True)
+#: Exactly Keras layers (the scaler folded in), so fine-tuning can start from them.
+_LAYERS = dict(layers=True, finetunable=True)
 
-register_head(HeadSpec(
-    "logreg", "L2-regularised logistic regression (smaller C = stronger regularisation)",
-    LogRegHead, (P("C", "float", 1.0, "inverse regularisation strength", **_C),
-                 P("max_iter", "int", 1000, "solver iterations", minimum=1), CLASS_WEIGHT),
-    family="sklearn"))
-register_head(HeadSpec(
-    "linear_svm", "linear SVM (LinearSVC) with Platt-calibrated probabilities",
-    LinearSVMHead, (P("C", "float", 1.0, "inverse regularisation strength", **_C),
-                    P("max_iter", "int", 2000, "solver iterations", minimum=1), CLASS_WEIGHT),
-    family="sklearn"))
-register_head(HeadSpec(
-    "rbf_svm", "RBF-kernel SVM with Platt-calibrated probabilities",
-    RBFSVMHead, (P("C", "float", 1.0, "inverse regularisation strength", **_C),
-                 P("gamma", "float_or_str", "scale", "kernel width", choices=("scale", "auto"),
-                   **_C), CLASS_WEIGHT),
-    family="sklearn"))
-register_head(HeadSpec(
-    "knn", "k-nearest neighbours on standardised features",
-    KNNHead, (P("n_neighbors", "int", 5, "neighbours that vote", minimum=1),
-              P("weights", "str", "uniform", "vote weighting", choices=("uniform", "distance"))),
-    family="sklearn"))
-register_head(HeadSpec(
-    "random_forest", "random forest of decision trees",
-    RandomForestHead, (P("n_estimators", "int", 200, "number of trees", minimum=1),
-                       P("max_depth", "int", None, "tree depth limit", minimum=1, nullable=True),
-                       P("min_samples_leaf", "int", 1, "rows per leaf", minimum=1),
-                       CLASS_WEIGHT),
-    family="sklearn"))
-register_head(HeadSpec(
-    "gradient_boosting", "histogram gradient boosting (HistGradientBoostingClassifier)",
-    GradientBoostingHead, (P("learning_rate", "float", 0.1, "shrinkage", **_C),
-                           P("max_iter", "int", 100, "boosting rounds", minimum=1),
+#: The scikit-learn kinds, in listing order.
+SPECS: tuple[HeadSpec, ...] = (
+    HeadSpec(
+        "logreg", "L2-regularised logistic regression (smaller C = stronger regularisation)",
+        LogRegHead, (P("C", "float", 1.0, "inverse regularisation strength", **_C),
+                     P("max_iter", "int", 1000, "solver iterations", minimum=1), CLASS_WEIGHT),
+        family="sklearn", **_LAYERS),
+    HeadSpec(
+        "linear_svm", "linear SVM (LinearSVC) with Platt-calibrated probabilities",
+        LinearSVMHead, (P("C", "float", 1.0, "inverse regularisation strength", **_C),
+                        P("max_iter", "int", 2000, "solver iterations", minimum=1),
+                        CLASS_WEIGHT),
+        family="sklearn", **_LAYERS),
+    HeadSpec(
+        "rbf_svm", "RBF-kernel SVM with Platt-calibrated probabilities",
+        RBFSVMHead, (P("C", "float", 1.0, "inverse regularisation strength", **_C),
+                     P("gamma", "float_or_str", "scale", "kernel width",
+                       choices=("scale", "auto"), **_C), CLASS_WEIGHT),
+        family="sklearn", scaling="superlinear",
+        scaling_note="kernel SVM: fit time grows about as n^1.7, times 3 calibration folds"),
+    HeadSpec(
+        "knn", "k-nearest neighbours on standardised features",
+        KNNHead, (P("n_neighbors", "int", 5, "neighbours that vote", minimum=1),
+                  P("weights", "str", "uniform", "vote weighting",
+                    choices=("uniform", "distance"))),
+        family="sklearn", scaling="superlinear",
+        scaling_note="each predicted row is compared with every training row"),
+    HeadSpec(
+        "random_forest", "random forest of decision trees",
+        RandomForestHead, (P("n_estimators", "int", 200, "number of trees", minimum=1),
                            P("max_depth", "int", None, "tree depth limit", minimum=1,
-                             nullable=True), CLASS_WEIGHT),
-    family="sklearn"))
-register_head(HeadSpec(
-    "mlp", "scikit-learn multi-layer perceptron (adam, early stopping on 10% of train)",
-    MLPHead, (P("hidden_layer_sizes", "int_tuple", (256,), "layer sizes, e.g. 256x128"),
-              P("alpha", "float", 1e-4, "L2 penalty", minimum=0),
-              P("learning_rate", "float", 1e-3, "adam step size", **_C),
-              P("max_iter", "int", 200, "epochs at most", minimum=1), CLASS_WEIGHT),
-    family="sklearn"))
+                             nullable=True),
+                           P("min_samples_leaf", "int", 1, "rows per leaf", minimum=1),
+                           CLASS_WEIGHT),
+        family="sklearn", scaling="superlinear",
+        scaling_note="each tree sorts its rows at every split (about n log n per tree)"),
+    HeadSpec(
+        "gradient_boosting", "histogram gradient boosting (HistGradientBoostingClassifier)",
+        GradientBoostingHead, (P("learning_rate", "float", 0.1, "shrinkage", **_C),
+                               P("max_iter", "int", 100, "boosting rounds", minimum=1),
+                               P("max_depth", "int", None, "tree depth limit", minimum=1,
+                                 nullable=True), CLASS_WEIGHT),
+        family="sklearn", scaling="superlinear",
+        scaling_note="every boosting round grows trees over all rows; deeper trees as n grows"),
+    HeadSpec(
+        "mlp", "scikit-learn multi-layer perceptron (adam, early stopping on 10% of train)",
+        MLPHead, (P("hidden_layer_sizes", "int_tuple", (256,), "layer sizes, e.g. 256x128"),
+                  P("alpha", "float", 1e-4, "L2 penalty", minimum=0),
+                  P("learning_rate", "float", 1e-3, "adam step size", **_C),
+                  P("max_iter", "int", 200, "epochs at most", minimum=1), CLASS_WEIGHT),
+        family="sklearn", **_LAYERS),
+)
