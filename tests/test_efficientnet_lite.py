@@ -274,12 +274,17 @@ def test_cached_conversion_matches_fresh(tmp_path, monkeypatch):
     cached_files = list(tmp_path.glob("*.weights.h5"))
     sha12 = file_sha256(_lite0_checkpoint())[:12]
     assert [f.name for f in cached_files] == [f"efficientnet_lite0-{sha12}-notop.weights.h5"]
+    written = cached_files[0].stat()
 
     def no_conversion(_path):
         raise AssertionError("the cached weights should have been used")
 
     monkeypatch.setattr(el, "load_state_dict", no_conversion)
     cached = build_extractor("efficientnet_lite0", weights="imagenet", input_size=96)
+    # Also without the patch point: a conversion would have replaced the cached file.
+    again = cached_files[0].stat()
+    assert (again.st_ino, again.st_mtime_ns) == (written.st_ino, written.st_mtime_ns)
+    assert list(tmp_path.glob("*.weights.h5")) == cached_files
     assert cached.weights_id == fresh.weights_id
     x = np.random.default_rng(2).uniform(0, 255, (2, 96, 96, 3)).astype("float32")
     np.testing.assert_allclose(cached.model.predict(x, verbose=0),
