@@ -146,12 +146,13 @@ def check_folds_into_equal_layers(spec: HeadSpec, tmp_path: Path) -> None:
 
 
 def check_fold_refuses(spec: HeadSpec, tmp_path: Path) -> None:
-    """``layers=False``: the fold refuses the head with a message naming the kinds that work."""
+    """``layers=False``: the fold refuses the head with a message naming the kinds that can be
+    fine-tuned instead."""
     x, y = blobs(2)
     head = new_head(spec, 2).fit(x, y)
     with pytest.raises(PipelineError, match="cannot be turned into Keras layers") as e:
         fold_head(_loaded(head), N_FEATURES)
-    assert ", ".join(layer_kinds()) in str(e.value)
+    assert ", ".join(finetunable_kinds()) in str(e.value)
 
 
 Check = Callable[[HeadSpec, Path], None]

@@ -27,7 +27,7 @@ import keras
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.heads.registry import get_head_spec, layer_kinds
+from pipeline.heads.registry import finetunable_kinds, get_head_spec, layer_kinds
 from pipeline.heads.sklearn_heads import fold_scaler
 
 #: The kinds that fold into layers, from their specs (built-in kinds, at import; code that
@@ -60,7 +60,7 @@ def fold_head(loaded: Any, n_features: int) -> FoldedHead:
     if not get_head_spec(kind).layers:
         raise PipelineError(
             f"a {kind!r} head cannot be turned into Keras layers exactly, so it cannot be "
-            f"fine-tuned; fine-tune a run of one of: {', '.join(layer_kinds())} "
+            f"fine-tuned; fine-tune a run of one of: {', '.join(finetunable_kinds())} "
             "(e.g. `pipeline fit-head CACHE --head logreg`)")
     exported = loaded.export()
     form = exported.get("layer_form")
