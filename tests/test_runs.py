@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.errors import PipelineError
 from pipeline.experiment import load_experiment, parse_experiment, run_experiment
-from pipeline.heads import fit_heads, make_grid
-from pipeline.runs import leaderboard, write_leaderboard
+from pipeline.heads import make_grid
+from pipeline.runs import fit_heads, leaderboard, write_leaderboard
 
 
 @pytest.fixture(scope="module")

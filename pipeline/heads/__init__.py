@@ -1,15 +1,18 @@
 """Stage 2: heads fitted on cached features, chosen on validation, tested once.
 
-Typical use from Python or a notebook::
+This package fits and chooses; it writes nothing. Run folders, the leaderboard and loading a
+saved head belong to :mod:`pipeline.runs`, which is also where the one-call entry point is::
 
-    from pipeline.heads import fit_heads, make_grid
+    from pipeline.runs import fit_heads, load_head
+    from pipeline.heads import make_grid
     result = fit_heads(["cache/elpv-efficientnet_lite0.h5"],
                        [make_grid("logreg", {"C": [0.01, 0.1, 1]}), "dense"])
     result.best.test["balanced_accuracy"], result.best.run_dir
-
-    from pipeline.heads import load_head
     head = load_head(result.best.run_dir)       # verified before loading
     head.predict_proba(features), head.class_names, head.export()
+
+Without saving: ``run_sweep(caches, heads, FitOptions(metric="accuracy"))`` returns the same
+:class:`SweepResult` (``run_dir`` left empty).
 
 Head kinds (``pipeline fit-head --help`` lists their parameters): ``dense``, ``dense_mlp``
 (Keras) and ``logreg``, ``linear_svm``, ``rbf_svm``, ``knn``, ``random_forest``,
@@ -31,21 +34,22 @@ from pipeline.heads.base import (
     unregister_head,
 )
 from pipeline.heads.metrics import DEFAULT_METRIC, SELECTION_METRICS, classification_metrics
+from pipeline.heads.options import FitOptions
 from pipeline.heads.params import Param
 from pipeline.heads.sweep import (
     DEFAULT_SWEEP,
     Candidate,
-    RunRecord,
+    ChosenRun,
     SweepResult,
+    as_grids,
     default_sweep,
-    fit_heads,
+    run_sweep,
 )
-from pipeline.runs.store import LoadedHead, load_head
 
 __all__ = [
-    "DEFAULT_METRIC", "DEFAULT_SWEEP", "SELECTION_METRICS", "Candidate", "Head", "HeadConfig",
-    "HeadGrid", "HeadSpec", "LoadedHead", "Param", "RunRecord", "SweepResult",
-    "classification_metrics", "default_sweep", "expand_grids", "fit_heads", "get_head_spec",
-    "list_heads", "load_head", "make_grid", "make_head", "parse_head_args", "register_head",
+    "DEFAULT_METRIC", "DEFAULT_SWEEP", "SELECTION_METRICS", "Candidate", "ChosenRun",
+    "FitOptions", "Head", "HeadConfig", "HeadGrid", "HeadSpec", "Param", "SweepResult",
+    "as_grids", "classification_metrics", "default_sweep", "expand_grids", "get_head_spec",
+    "list_heads", "make_grid", "make_head", "parse_head_args", "register_head", "run_sweep",
     "unregister_head",
 ]
