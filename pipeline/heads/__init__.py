@@ -19,32 +19,24 @@ Head kinds (``pipeline fit-head --help`` lists their parameters): ``dense``, ``d
 ``gradient_boosting``, ``mlp`` (scikit-learn, each behind a StandardScaler).
 """
 
-from pipeline.heads.base import (
-    Head,
-    HeadConfig,
-    HeadGrid,
-    HeadSpec,
-    expand_grids,
-    get_head_spec,
-    list_heads,
-    make_grid,
-    make_head,
-    parse_head_args,
-    register_head,
-    unregister_head,
-)
-from pipeline.heads.metrics import DEFAULT_METRIC, SELECTION_METRICS, classification_metrics
-from pipeline.heads.options import FitOptions
-from pipeline.heads.params import Param
-from pipeline.heads.sweep import (
-    DEFAULT_SWEEP,
-    Candidate,
-    ChosenRun,
-    SweepResult,
-    as_grids,
-    default_sweep,
-    run_sweep,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+#: Public name -> the module defining it. Loaded on first use, so that reading the options
+#: schema (the CLI's ``--help``) does not import scikit-learn, h5py or the head registry.
+_EXPORTS = {
+    **dict.fromkeys(("Head", "HeadConfig", "HeadGrid", "HeadSpec", "expand_grids",
+                     "get_head_spec", "list_heads", "make_grid", "make_head", "parse_head_args",
+                     "register_head", "unregister_head"), "base"),
+    **dict.fromkeys(("DEFAULT_METRIC", "SELECTION_METRICS", "classification_metrics"),
+                    "metrics"),
+    "FitOptions": "options",
+    "Param": "params",
+    **dict.fromkeys(("DEFAULT_SWEEP", "Candidate", "ChosenRun", "SweepResult", "as_grids",
+                     "default_sweep", "run_sweep"), "sweep"),
+}
 
 __all__ = [
     "DEFAULT_METRIC", "DEFAULT_SWEEP", "SELECTION_METRICS", "Candidate", "ChosenRun",
@@ -53,3 +45,49 @@ __all__ = [
     "list_heads", "make_grid", "make_head", "parse_head_args", "register_head", "run_sweep",
     "unregister_head",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'pipeline.heads' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"pipeline.heads.{module}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS])
+
+
+if TYPE_CHECKING:
+    from pipeline.heads.base import (
+        Head,
+        HeadConfig,
+        HeadGrid,
+        HeadSpec,
+        expand_grids,
+        get_head_spec,
+        list_heads,
+        make_grid,
+        make_head,
+        parse_head_args,
+        register_head,
+        unregister_head,
+    )
+    from pipeline.heads.metrics import (
+        DEFAULT_METRIC,
+        SELECTION_METRICS,
+        classification_metrics,
+    )
+    from pipeline.heads.options import FitOptions
+    from pipeline.heads.params import Param
+    from pipeline.heads.sweep import (
+        DEFAULT_SWEEP,
+        Candidate,
+        ChosenRun,
+        SweepResult,
+        as_grids,
+        default_sweep,
+        run_sweep,
+    )

@@ -10,7 +10,6 @@ import math
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
 
 from pipeline.errors import PipelineError
 
@@ -33,6 +32,8 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, A
     ``roc_auc`` is the usual AUC for two classes and the macro one-vs-rest AUC for more; it is
     ``None`` when a class is missing from ``y_true`` (AUC is undefined then).
     """
+    from sklearn import metrics as skm  # imported on use: the CLI reads this module early
+
     y_true = np.asarray(y_true, dtype=int)
     proba = np.asarray(proba, dtype=np.float64)
     n_classes = proba.shape[1]
