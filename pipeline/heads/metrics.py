@@ -11,19 +11,10 @@ from typing import Any
 
 import numpy as np
 
-from pipeline.errors import PipelineError
-
 #: Metrics a sweep can select on; ``log_loss`` is minimised, the others maximised.
 SELECTION_METRICS = ("balanced_accuracy", "accuracy", "f1_macro", "roc_auc", "log_loss")
 DEFAULT_METRIC = "balanced_accuracy"
 LOWER_IS_BETTER = frozenset({"log_loss", "fit_seconds", "predict_seconds"})
-
-
-def check_metric(metric: str) -> str:
-    if metric not in SELECTION_METRICS:
-        raise PipelineError(f"unknown selection metric {metric!r}; expected one of "
-                            f"{', '.join(SELECTION_METRICS)}")
-    return metric
 
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, Any]:
