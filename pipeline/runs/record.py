@@ -55,7 +55,9 @@ class _Part:
         names = {f.name for f in dataclasses.fields(cls)} - {"extra"}
         known: dict[str, Any] = {k: v for k, v in data.items() if k in names}
         for name, part in cls._PARTS.items():
-            if known.get(name) is not None:
+            if known.get(name) is None:
+                known.pop(name, None)  # absent or null: the field's default
+            else:
                 known[name] = part.from_dict(known[name], f"{where}: {name}")
         return cls(**known, extra={k: v for k, v in data.items() if k not in names})
 
@@ -224,6 +226,8 @@ class RunRecord(_Part):
 
     def to_dict(self) -> dict[str, Any]:
         out = super().to_dict()
+        if out.get("experiment") is None:
+            out.pop("experiment", None)  # only runs made by an experiment have one
         return {"schema_version": out.pop("schema_version"), **out}
 
     def write(self, run_dir: str | os.PathLike) -> Path:
