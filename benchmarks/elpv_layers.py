@@ -14,7 +14,7 @@ import argparse
 import time
 
 from pipeline.extract import extract
-from pipeline.heads import fit_heads
+from pipeline.runs import fit_heads
 
 CUTS = [(layer, size) for size in (224, 300)
         for layer in (None, "block6d_expand_activation", "block6a_expand_activation",

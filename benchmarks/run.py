@@ -350,9 +350,9 @@ LINEAR_PROBE_SWEEP = [{"kind": "logreg", "C": [float(c) for c in np.logspace(-4,
 
 
 def run_sweep(cache: Path, heads: Any = None) -> tuple[float, dict[str, Any]]:
-    """A head sweep of ``pipeline.heads.fit_heads`` on one cache (nothing saved); ``None``
+    """A head sweep of ``pipeline.runs.fit_heads`` on one cache (nothing saved); ``None``
     is the default sweep."""
-    from pipeline.heads import fit_heads
+    from pipeline.runs import fit_heads
 
     seconds, res = timed(lambda: fit_heads([cache], heads=heads, save=False, quiet=True))
     failed = [c.config.label for c in res.candidates if c.error]

@@ -11,7 +11,7 @@ An experiment file names the data, the bases, the extraction options and the hea
     split = [0.7, 0.15, 0.15]
     seed = 0
 
-    [fit]                               # options of pipeline.heads.fit_heads
+    [fit]                               # pipeline.heads.FitOptions (+ reports_dir)
     metric = "balanced_accuracy"        # chosen on validation only
     refit = false
     class_weight = "none"               # or "balanced"
@@ -39,9 +39,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pipeline.context import Context
 from pipeline.errors import PipelineError
-from pipeline.heads.metrics import DEFAULT_METRIC, check_metric
-from pipeline.heads.sweep import SweepResult, as_grids, fit_heads
+from pipeline.heads import FitOptions, SweepResult, as_grids
+from pipeline.runs import fit_heads
 
 DEFAULT_EXPERIMENT_TOML = """\
 # The default experiment of `pipeline run`: ELPV solar cells (functional / defective),
@@ -80,7 +81,8 @@ class_weight = "none"
 TOP_KEYS = ("name", "data", "bases", "extract", "fit", "heads", "finetune")
 EXTRACT_KEYS = ("weights", "input_size", "layer", "pooling", "dtype", "batch_size", "split",
                 "seed", "elpv_levels", "cache_dir")
-FIT_KEYS = ("metric", "refit", "class_weight", "jobs", "seed", "reports_dir")
+#: [fit] takes the options of the heads stage, plus where the runs go.
+FIT_KEYS = (*FitOptions.names(), "reports_dir")
 
 
 @dataclass
@@ -91,14 +93,19 @@ class Experiment:
     bases: list[str]
     name: str = ""
     extract: dict[str, Any] = field(default_factory=dict)
-    fit: dict[str, Any] = field(default_factory=dict)
+    fit: FitOptions = field(default_factory=FitOptions)
     heads: list[dict[str, Any]] | None = None
     finetune: dict[str, Any] | None = None
     source: Path | None = None
+    #: ``[fit] reports_dir``: where the runs go unless the caller says otherwise.
+    reports_dir: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
+        fit = self.fit.to_dict()
+        if self.reports_dir is not None:
+            fit["reports_dir"] = self.reports_dir
         out: dict[str, Any] = {"name": self.name, "data": self.data, "bases": self.bases,
-                               "extract": self.extract, "fit": self.fit}
+                               "extract": self.extract, "fit": fit}
         if self.heads is not None:
             out["heads"] = self.heads
         if self.finetune is not None:
@@ -113,10 +120,16 @@ def _unknown(where: str, keys: Mapping[str, Any], allowed: tuple[str, ...]) -> N
                             f"{', '.join(allowed)}")
 
 
-def parse_experiment(doc: Mapping[str, Any], source: Path | None = None) -> Experiment:
-    """Validate an experiment given as a dict (the TOML document)."""
-    where = str(source or "experiment")
-    _unknown(where, doc, TOP_KEYS)
+def _table(doc: Mapping[str, Any], key: str, allowed: tuple[str, ...], where: str
+           ) -> dict[str, Any]:
+    table = doc.get(key, {})
+    if not isinstance(table, dict):
+        raise PipelineError(f"{where}: [{key}] must be a table")
+    _unknown(f"{where} [{key}]", table, allowed)
+    return dict(table)
+
+
+def _data_and_bases(doc: Mapping[str, Any], where: str) -> tuple[str, list[str], str | None]:
     data = doc.get("data")
     if not isinstance(data, str) or not data:
         raise PipelineError(f"{where}: 'data' must be a folder, a CSV manifest or 'elpv'")
@@ -125,25 +138,40 @@ def parse_experiment(doc: Mapping[str, Any], source: Path | None = None) -> Expe
         bases = [bases]
     if not isinstance(bases, list) or not bases or not all(isinstance(b, str) for b in bases):
         raise PipelineError(f"{where}: 'bases' must be a base name or a list of them")
-    tables = {}
-    for key, allowed in (("extract", EXTRACT_KEYS), ("fit", FIT_KEYS)):
-        table = doc.get(key, {})
-        if not isinstance(table, dict):
-            raise PipelineError(f"{where}: [{key}] must be a table")
-        _unknown(f"{where} [{key}]", table, allowed)
-        tables[key] = dict(table)
-    fit = tables["fit"]
-    check_metric(fit.get("metric", DEFAULT_METRIC))
-    if fit.get("class_weight", "none") not in ("none", "balanced"):
-        raise PipelineError(f"{where} [fit]: class_weight must be 'none' or 'balanced'")
-    for flag in ("refit",):
-        if flag in fit and not isinstance(fit[flag], bool):
-            raise PipelineError(f"{where} [fit]: {flag} must be true or false")
-    split = tables["extract"].get("split")
+    name = doc.get("name")
+    if name is not None and not isinstance(name, str):
+        raise PipelineError(f"{where}: 'name' must be a string")
+    return data, list(bases), name
+
+
+def _fit(doc: Mapping[str, Any], where: str) -> tuple[FitOptions, str | None]:
+    """[fit]: the heads stage's options, and ``reports_dir`` (context, not an option)."""
+    table = _table(doc, "fit", FIT_KEYS, where)
+    reports_dir = table.pop("reports_dir", None)
+    if reports_dir is not None and (not isinstance(reports_dir, str) or not reports_dir):
+        raise PipelineError(f"{where} [fit]: reports_dir = {reports_dir!r}: expected a folder "
+                            "path (a string)")
+    return FitOptions.from_mapping(table, f"{where} [fit]"), reports_dir
+
+
+def _extract(doc: Mapping[str, Any], where: str) -> dict[str, Any]:
+    table = _table(doc, "extract", EXTRACT_KEYS, where)
+    split = table.get("split")
     if split is not None and (not isinstance(split, list) or len(split) != 3
                               or not all(isinstance(v, int | float) for v in split)):
         raise PipelineError(f"{where} [extract]: split must be three fractions "
                             "[train, validation, test]")
+    return table
+
+
+def parse_experiment(doc: Mapping[str, Any], source: Path | None = None) -> Experiment:
+    """Validate an experiment given as a dict (the TOML document), completely, before any
+    work: a wrong key, type or value anywhere is one line naming it."""
+    where = str(source or "experiment")
+    _unknown(where, doc, TOP_KEYS)
+    data, bases, name = _data_and_bases(doc, where)
+    extract = _extract(doc, where)
+    fit, reports_dir = _fit(doc, where)
     heads = doc.get("heads")
     if heads is not None:
         if not isinstance(heads, list) or not all(isinstance(h, dict) for h in heads):
@@ -152,9 +180,9 @@ def parse_experiment(doc: Mapping[str, Any], source: Path | None = None) -> Expe
     finetune = doc.get("finetune")
     if finetune is not None and not isinstance(finetune, dict):
         raise PipelineError(f"{where}: [finetune] must be a table")
-    name = doc.get("name") or (source.stem if source else "")
-    return Experiment(data=data, bases=list(bases), name=str(name), extract=tables["extract"],
-                      fit=fit, heads=heads, finetune=finetune, source=source)
+    return Experiment(data=data, bases=bases, name=name or (source.stem if source else ""),
+                      extract=extract, fit=fit, heads=heads, finetune=finetune,
+                      source=source, reports_dir=reports_dir)
 
 
 def load_experiment(path: str | os.PathLike | None = None) -> Experiment:
@@ -199,6 +227,10 @@ def run_experiment(
     """
     if not isinstance(experiment, Experiment):
         experiment = load_experiment(experiment)
+    options = experiment.fit.replace(jobs=jobs)  # checked before any extraction
+    ctx = Context.create(cache_dir=cache_dir,
+                         reports_dir=reports_dir if reports_dir is not None
+                         else experiment.reports_dir, quiet=quiet)
     if extract_fn is None:
         from pipeline.extract import extract as extract_fn
     ex = dict(experiment.extract)
@@ -208,20 +240,11 @@ def run_experiment(
         ex["cache_dir"] = cache_dir
     caches = [Path(p) for p in extract_fn(experiment.data, tuple(experiment.bases),
                                           quiet=quiet, **ex)]
-    fit = dict(experiment.fit)
-    cw = fit.pop("class_weight", "none")
-    sweep = fit_heads(
-        caches, experiment.heads,
-        metric=fit.pop("metric", DEFAULT_METRIC), refit=bool(fit.pop("refit", False)),
-        class_weight=None if cw == "none" else cw,
-        jobs=jobs if jobs is not None else fit.pop("jobs", None),
-        seed=int(fit.pop("seed", 0)),
-        reports_dir=reports_dir if reports_dir is not None else fit.pop("reports_dir", None),
-        quiet=quiet,
-        extra_config={"name": experiment.name,
-                      "source": str(experiment.source) if experiment.source else None,
-                      **experiment.as_dict()},
-    )
+    extra = {"name": experiment.name,
+             "source": str(experiment.source) if experiment.source else None,
+             **experiment.as_dict()}
+    sweep = fit_heads(caches, experiment.heads, **options.to_dict(), ctx=ctx,
+                      extra_config=extra)
     assert sweep.reports_dir is not None
     return ExperimentResult(experiment=experiment, caches=caches, sweep=sweep,
                             reports_dir=sweep.reports_dir)

@@ -55,7 +55,7 @@ def _colour_images(root: Path, n: int = 24) -> Path:
 def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """Images, a cache and fitted logreg / linear_svm / dense head runs."""
     from pipeline.extract import run_extraction
-    from pipeline.heads import fit_heads
+    from pipeline.runs import fit_heads
 
     base = tmp_path_factory.mktemp("finetune")
     data = _colour_images(base / "data")

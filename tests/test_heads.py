@@ -15,9 +15,7 @@ from pipeline.heads import (
     HeadSpec,
     default_sweep,
     expand_grids,
-    fit_heads,
     list_heads,
-    load_head,
     make_grid,
     make_head,
     parse_head_args,
@@ -25,6 +23,7 @@ from pipeline.heads import (
     unregister_head,
 )
 from pipeline.heads.params import P
+from pipeline.runs import fit_heads, load_head
 
 FAST = {"dense": {"epochs": 20, "learning_rate": 0.01},
         "dense_mlp": {"epochs": 20, "learning_rate": 0.01, "units": 32},

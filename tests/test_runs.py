@@ -14,8 +14,8 @@ from typer.testing import CliRunner
 from pipeline.cli import app
 from pipeline.errors import PipelineError
 from pipeline.experiment import load_experiment, parse_experiment, run_experiment
-from pipeline.heads import fit_heads, make_grid
-from pipeline.runs import leaderboard, write_leaderboard
+from pipeline.heads import make_grid
+from pipeline.runs import fit_heads, leaderboard, write_leaderboard
 
 
 @pytest.fixture(scope="module")
@@ -186,3 +186,188 @@ def test_run_print_default_is_the_template():
     import tomllib
 
     assert tomllib.loads(out.output)["bases"] == ["efficientnet_lite0"]
+
+
+# -- the run record -------------------------------------------------------------------------
+
+
+@pytest.fixture
+def one_run(tmp_path):
+    """A saved logreg run: (its folder, the reports folder)."""
+    cache = make_cache(tmp_path / "c.h5")
+    result = fit_heads(cache, ["logreg"], jobs=1, reports_dir=tmp_path / "reports", quiet=True)
+    return result.best.run_dir, tmp_path / "reports"
+
+
+def test_run_record_round_trip(one_run, tmp_path):
+    from pipeline.runs import SCHEMA_VERSION, RunMetrics, RunRecord
+
+    run_dir, _ = one_run
+    record = RunRecord.read(run_dir)
+    assert record.schema_version == SCHEMA_VERSION and record.stage == "heads"
+    assert record.head.kind == "logreg" and record.cache.class_names == ["class0", "class1"]
+    assert record.cache.n_train == 180 and set(record.cache.split_ids_sha256) == {
+        "train", "validation", "test"}
+    assert record.created.endswith("Z")  # UTC
+    record.extra["note"] = {"kept": True}  # unknown keys survive a round trip
+    record.write(tmp_path)
+    again = RunRecord.read(tmp_path)
+    assert again == record and again.to_dict() == record.to_dict()
+    assert json.loads((tmp_path / "config.json").read_text())["note"] == {"kept": True}
+    metrics = RunMetrics.read(run_dir)
+    metrics.write(tmp_path)
+    assert RunMetrics.read(tmp_path) == metrics and "test" in metrics.to_dict()
+
+
+def _version1_config(record) -> dict:
+    """config.json as the previous version wrote it (heads/sweep._write_runs)."""
+    c, h, s = record.cache, record.head, record.selection
+    return {
+        "run_id": record.run_id, "created": "2026-11-20T09:15:00",
+        "cache": {"path": c.path, "key": c.key, "dataset": c.dataset,
+                  "dataset_source": None, "base": c.base, "weights": None, "weights_id": None,
+                  "layer": None, "pooling": "avg", "input_size": None, "preprocessing": None,
+                  "dtype": None, "feature_shape": c.feature_shape,
+                  "class_names": c.class_names, "n_train": c.n_train,
+                  "n_validation": c.n_validation, "n_test": c.n_test,
+                  "split_ids_sha256": c.split_ids_sha256},
+        "head": {"kind": h.kind, "family": h.family, "params": h.params,
+                 "n_classes": h.n_classes, "seed": h.seed, "file": h.file, "sha256": h.sha256},
+        "selection": {"metric": s.metric, "on": "validation", "refit": False,
+                      "refit_params": None, "best_overall": True,
+                      "candidates": s.candidates, "n_configurations_total": 1},
+        "versions": {"pipeline": "0.1.0", "scikit-learn": "1.5"},
+    }
+
+
+def test_version1_run_folder_is_migrated_on_read(one_run):
+    from pipeline.runs import SCHEMA_VERSION, RunRecord, iter_runs, load_head
+
+    run_dir, reports = one_run
+    old = _version1_config(RunRecord.read(run_dir))
+    (run_dir / "config.json").write_text(json.dumps(old))
+    record = RunRecord.read(run_dir)
+    assert record.schema_version == SCHEMA_VERSION and record.stage == "heads"
+    assert not record.is_finetuned and record.finetune is None
+    assert record.created == "2026-11-20T09:15:00" and record.selection.best_overall
+    assert record.to_dict()["cache"] == old["cache"]
+    assert load_head(run_dir).class_names == ["class0", "class1"]
+    (row,) = leaderboard(reports)
+    assert row["run_id"] == run_dir.name and row["head"] == "logreg"
+    assert [d for d, _, _ in iter_runs(reports)] == [run_dir]
+
+
+def test_finetune_config_dict_is_accepted():
+    """The dict finetune/train.py builds for config.json reads as a RunRecord."""
+    from pipeline.runs import RunRecord
+
+    doc = {
+        "run_id": "r2", "created": "2026-11-25T10:00:00", "stage": "finetune",
+        "cache": {"dataset": "d", "base": "b", "class_names": ["a", "b"], "input_size": 32},
+        "head": {"kind": "logreg+finetune", "family": "keras", "params": {"from": "logreg"},
+                 "n_classes": 2, "seed": 0, "file": "model.keras", "sha256": "0" * 64},
+        "selection": {"metric": "val_loss (early stopping)", "on": "validation",
+                      "refit": False, "best_overall": False},
+        "finetune": {"source_run": "r1", "learning_rate": 1e-5, "optimizer": "adam",
+                     "unfreeze": {"start": 3}, "sessions": [{"start_epoch": 0}],
+                     "digest": "x"},
+        "versions": {"pipeline": "0.1.0", "keras": "3"},
+    }
+    record = RunRecord.from_dict(doc)
+    assert record.is_finetuned and record.finetune is not None
+    assert record.finetune.source_run == "r1" and record.finetune.unfreeze == {"start": 3}
+    assert record.cache.input_size == 32 and record.head.file == "model.keras"
+    out = record.to_dict()
+    assert out["schema_version"] == 2 and out["finetune"]["digest"] == "x"
+    assert RunRecord.from_dict(out) == record
+
+
+@pytest.mark.parametrize("doc, fragment", [
+    ({"schema_version": 99}, "newer than this pipeline reads"),
+    ({"schema_version": "two"}, "not a version number"),
+    ({"head": ["logreg"]}, "head: expected a table"),
+    ([1, 2], "not a run record"),
+])
+def test_bad_run_records_are_one_line_errors(doc, fragment):
+    from pipeline.runs import RunRecord
+
+    with pytest.raises(PipelineError, match=fragment) as e:
+        RunRecord.from_dict(doc)
+    assert "\n" not in str(e.value)
+
+
+def test_sweep_writes_nothing_until_saved(tmp_path, monkeypatch):
+    from pipeline.context import Context
+    from pipeline.heads import FitOptions, run_sweep
+    from pipeline.runs import save_sweep
+
+    monkeypatch.chdir(tmp_path)
+    cache = make_cache(tmp_path / "c.h5")
+    result = run_sweep(cache, ["logreg", "knn"], FitOptions(jobs=1),
+                       ctx=Context.create(quiet=True))
+    assert result.reports_dir is None and all(r.run_dir is None for r in result.runs)
+    assert not (tmp_path / "reports").exists()
+    save_sweep(result, Context.create(reports_dir=tmp_path / "out", quiet=True))
+    assert result.reports_dir == tmp_path / "out"
+    assert {r.run_dir.parent for r in result.runs} == {tmp_path / "out"}
+    assert len(leaderboard(tmp_path / "out")) == 2
+
+
+def test_heads_package_never_imports_runs():
+    import ast
+    from pathlib import Path
+
+    import pipeline.heads
+
+    for path in Path(pipeline.heads.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = [a.name for a in node.names] if isinstance(node, ast.Import) else \
+                [node.module or ""] if isinstance(node, ast.ImportFrom) else []
+            assert not any(n.startswith("pipeline.runs") for n in names), path
+
+
+# -- options ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("table, fragment", [
+    ({"jobs": "x"}, "jobs = 'x': expected a whole number"),
+    ({"seed": "x"}, "seed = 'x': expected a whole number"),
+    ({"refit": "yes"}, "refit = 'yes': expected true or false"),
+    ({"metric": 5}, "metric = 5: expected a string"),
+    ({"metric": "speed"}, "unknown selection metric"),
+    ({"class_weight": "heavy"}, "expected one of none, balanced"),
+    ({"jobs": 0}, "positive number of workers"),
+    ({"seeds": 1}, "unknown key(s) seeds"),
+])
+def test_fit_options_from_a_bad_mapping_is_one_line(table, fragment):
+    from pipeline.heads import FitOptions
+
+    with pytest.raises(PipelineError) as e:
+        FitOptions.from_mapping(table, "exp.toml [fit]")
+    assert fragment in str(e.value) and "\n" not in str(e.value)
+    assert str(e.value).startswith("exp.toml [fit]")
+
+
+@pytest.mark.parametrize("fit, fragment", [
+    ({"jobs": "x"}, "jobs = 'x'"),
+    ({"seed": "x"}, "seed = 'x'"),
+    ({"reports_dir": 5}, "reports_dir = 5"),
+    ({"refit": 1}, "refit = 1"),
+])
+def test_experiment_fit_table_is_checked_before_any_work(fit, fragment):
+    with pytest.raises(PipelineError) as e:
+        parse_experiment({"data": "d", "fit": fit})
+    assert fragment in str(e.value) and "[fit]" in str(e.value) and "\n" not in str(e.value)
+
+
+def test_fit_head_flags_come_from_the_options_schema():
+    import typer
+
+    from pipeline.heads import FitOptions
+
+    command = typer.main.get_command(app).commands["fit-head"]
+    params = {p.name: p for p in command.params}
+    for name in ("metric", "refit", "jobs", "seed"):
+        assert params[name].help == FitOptions.help(name), name
+        assert params[name].default == FitOptions.default(name), name
+    assert params["class_weight"].help == FitOptions.help("class_weight")

@@ -1,6 +1,7 @@
 """`pipeline fit-head`, `pipeline heads`, `pipeline runs`, `pipeline run`.
 
-Thin: options are parsed here; the work is done by :func:`pipeline.heads.fit_heads`,
+Thin: options are parsed here (defaults and help of fit-head from
+:class:`pipeline.heads.FitOptions`); the work is done by :func:`pipeline.runs.fit_heads`,
 :func:`pipeline.runs.leaderboard` and :func:`pipeline.experiment.run_experiment`.
 """
 
@@ -17,6 +18,7 @@ from typer.core import TyperCommand
 
 from pipeline.cli.app import app, table_console
 from pipeline.errors import PipelineError
+from pipeline.heads.options import FitOptions
 
 _TOKENS_KEY = "pipeline.head_tokens"
 
@@ -106,22 +108,21 @@ def fit_head(
                                     help="Values to try for a parameter of the preceding "
                                     "--head (repeatable). Typed: C=0.1,1  max_depth=none,8  "
                                     "hidden_layer_sizes=256,256x128."),
-    metric: str = typer.Option("balanced_accuracy", help="Validation metric that chooses: "
-                               "balanced_accuracy, accuracy, f1_macro, roc_auc or log_loss "
-                               "(lower is better)."),
-    refit: bool = typer.Option(False, "--refit/--no-refit", help="Refit each chosen "
-                               "configuration on train+validation before the test."),
-    class_weight: bool = typer.Option(False, "--class-weight/--no-class-weight",
-                                      help="Weight classes by inverse frequency (heads that "
-                                      "support it) – for imbalanced data."),
-    jobs: int = typer.Option(None, "--jobs", "-j", help="Parallel workers for scikit-learn "
-                             "heads (default: all cores; -1 = all)."),
-    seed: int = typer.Option(0, help="Random seed of every head."),
+    metric: str = typer.Option(FitOptions.default("metric"), help=FitOptions.help("metric")),
+    refit: bool = typer.Option(FitOptions.default("refit"), "--refit/--no-refit",
+                               help=FitOptions.help("refit")),
+    class_weight: bool = typer.Option(FitOptions.default("class_weight") == "balanced",
+                                      "--class-weight/--no-class-weight",
+                                      help=FitOptions.help("class_weight")),
+    jobs: int = typer.Option(FitOptions.default("jobs"), "--jobs", "-j",
+                             help=FitOptions.help("jobs")),
+    seed: int = typer.Option(FitOptions.default("seed"), help=FitOptions.help("seed")),
     reports_dir: Path = typer.Option(None, "--reports-dir", help="Where run folders go "
                                      "(default: $PIPELINE_REPORTS_DIR or ./reports)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    from pipeline.heads import fit_heads, parse_head_args
+    from pipeline.heads import parse_head_args
+    from pipeline.runs import fit_heads
 
     tokens = ctx.meta.get(_TOKENS_KEY)
     if tokens is None:  # invoked without our parser (should not happen)
@@ -130,7 +131,7 @@ def fit_head(
         raise PipelineError("--param must follow the --head it applies to")
     grids = parse_head_args(tokens) if head else None
     result = fit_heads(caches, grids, metric=metric, refit=refit,
-                       class_weight="balanced" if class_weight else None, jobs=jobs,
+                       class_weight="balanced" if class_weight else "none", jobs=jobs,
                        seed=seed, reports_dir=reports_dir, quiet=quiet)
     _print_sweep(result)
 

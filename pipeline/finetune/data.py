@@ -12,7 +12,7 @@ so the fine-tuned model sees the very pixels the head's features were computed f
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,8 +20,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.cache.store import SPLITS, FeatureSet, load_feature_set
-from pipeline.data.samples import file_sha256
 from pipeline.errors import PipelineError
+from pipeline.fileio import file_sha256
+from pipeline.runs.record import CacheRef
 
 
 @dataclass
@@ -33,17 +34,18 @@ class SplitData:
     y: np.ndarray  # (n,) int32 labels
 
 
-def load_run_cache(cache_info: dict[str, Any]) -> FeatureSet:
-    """The feature cache a head run was fitted on, checked to be the same one."""
-    path = Path(str(cache_info.get("path") or ""))
-    if not cache_info.get("path") or not path.is_file():
+def load_run_cache(cache: CacheRef | Mapping[str, Any]) -> FeatureSet:
+    """The feature cache a head run was fitted on (its record's ``cache``), checked to be
+    the same one."""
+    cache = CacheRef.coerce(cache)
+    path = Path(cache.path or "")
+    if not cache.path or not path.is_file():
         raise PipelineError(f"the run's feature cache {path} is gone; re-run `pipeline extract` "
                             "and fit the head again")
     fs = load_feature_set(path)
-    want = cache_info.get("key")
-    if want and fs.meta.get("key") != want:
+    if cache.key and fs.meta.get("key") != cache.key:
         raise PipelineError(f"{path} was rebuilt since the head was fitted (cache key "
-                            f"{str(fs.meta.get('key'))[:12]}... != {str(want)[:12]}...); "
+                            f"{str(fs.meta.get('key'))[:12]}... != {cache.key[:12]}...); "
                             "fit the head again on the current cache")
     if not fs.meta.get("dataset_root"):
         raise PipelineError(f"{path} does not record where its images are (dataset_root); "

@@ -14,12 +14,14 @@ and where the model came from; ``pipeline predict MODEL.keras`` reads it.
 from __future__ import annotations
 
 import os
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
+from pipeline.fileio import atomic_path, utc_timestamp, write_json
+from pipeline.finetune.predict import load_classifier, metadata_path
+from pipeline.finetune.source import resolve_run
 
 
 @dataclass
@@ -38,9 +40,6 @@ def export(source: str | os.PathLike = "best", out: str | os.PathLike | None = N
     ``out`` defaults to ``<run folder>/exported.keras``; it must end in ``.keras``.
     """
     from pipeline.finetune.model import export_model, find_classifier
-    from pipeline.finetune.predict import load_classifier, metadata_path
-    from pipeline.finetune.source import resolve_run
-    from pipeline.runs.store import write_json
 
     if str(source).endswith(".keras"):
         raise PipelineError(f"{source}: export takes a run (id, 'best' or folder), not a model "
@@ -51,19 +50,16 @@ def export(source: str | os.PathLike = "best", out: str | os.PathLike | None = N
         raise PipelineError(f"--out {path}: the file name must end in .keras")
     clf = load_classifier(run.run_dir, reports_dir)
     model = export_model(find_classifier(clf.model))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.keras")
-    model.save(tmp)
-    os.replace(tmp, path)
-    cache = run.config.get("cache", {})
+    with atomic_path(path, suffix=".keras") as tmp:  # Keras looks at the extension
+        model.save(tmp)
+    cache = run.record.cache
     meta = {
         "class_names": clf.class_names, "input_size": clf.input_size,
         "input": "uint8 RGB images of any size, shape (batch, height, width, 3)",
         "output": "class probabilities, columns in class_names order",
         "resize": "bilinear (tf.image.resize, no antialias), inside the model",
         "source_run": run.run_id, "finetuned": run.is_finetuned,
-        "base": cache.get("base"), "dataset": cache.get("dataset"),
-        "exported": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "base": cache.base, "dataset": cache.dataset, "exported": utc_timestamp(),
     }
     side = metadata_path(path)
     write_json(side, meta)

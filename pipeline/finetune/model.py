@@ -16,6 +16,7 @@ layers are used, so every saved model loads with plain ``keras.models.load_model
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ import numpy as np
 from pipeline.errors import PipelineError
 from pipeline.finetune.augment import Augmentation
 from pipeline.finetune.fold import FoldedHead, fold_head
+from pipeline.runs.record import CacheRef
 
 CLASSIFIER = "classifier"
 FEATURES = "features"
@@ -42,22 +44,20 @@ class Rebuilt:
     base_name: str
 
 
-def rebuild_classifier(cache_info: dict[str, Any], loaded: Any) -> Rebuilt:
-    """Base (as the cache describes it) + the run's head (:class:`LoadedHead`), end to end."""
+def rebuild_classifier(cache: CacheRef | Mapping[str, Any], loaded: Any) -> Rebuilt:
+    """Base (as the run's record of its cache describes it) + the run's head
+    (:class:`~pipeline.runs.LoadedHead`), end to end."""
     from pipeline.bases import build_extractor
 
-    try:
-        base = cache_info["base"]
-        size = int(cache_info["input_size"])
-        pooling = cache_info.get("pooling") or "avg"
-    except (KeyError, TypeError, ValueError):
+    cache = CacheRef.coerce(cache)
+    base, size = cache.base, cache.input_size
+    if not base or isinstance(size, bool) or not isinstance(size, int):
         raise PipelineError("the run's record lacks the cache's base/input_size; fit the head "
-                            "again with this version") from None
-    weights = cache_info.get("weights", "imagenet")
-    ex = build_extractor(base, weights=weights, input_size=size, layer=cache_info.get("layer"),
-                         pooling=pooling)
-    want = cache_info.get("weights_id")
-    if want and ex.weights_id != want:
+                            "again with this version")
+    weights = cache.weights or "imagenet"
+    ex = build_extractor(base, weights=weights, input_size=size, layer=cache.layer,
+                         pooling=cache.pooling or "avg")
+    if cache.weights_id and ex.weights_id != cache.weights_id:
         raise PipelineError(f"the {base} weights {weights!r} built now differ from those the "
                             "cache was extracted with (weights_id mismatch); restore that "
                             "weights file or re-extract")

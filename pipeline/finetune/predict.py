@@ -13,7 +13,6 @@ extraction. A file that cannot be decoded is reported with its reason and never 
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass
@@ -23,6 +22,10 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.fileio import read_json
+from pipeline.finetune.source import resolve_run
+from pipeline.runs.record import CONFIG, RunRecord
+from pipeline.runs.store import load_head, verified_file
 
 
 @dataclass
@@ -60,8 +63,6 @@ def load_classifier(source: str | os.PathLike,
     """The model ``source`` names: ``RUN_ID``, ``best``, a run folder or a ``.keras`` file."""
     import keras
 
-    from pipeline.finetune.source import resolve_run
-
     text = str(source)
     path = Path(text).expanduser()
     if text.endswith(".keras"):
@@ -69,27 +70,32 @@ def load_classifier(source: str | os.PathLike,
             raise PipelineError(f"{path}: no such model file")
         return _from_keras_file(path)
     run = resolve_run(text, reports_dir)
-    cache = run.config.get("cache", {})
-    class_names = list(cache.get("class_names") or [])
+    class_names = list(run.record.cache.class_names or [])
     if run.is_finetuned:
-        from pipeline.data.samples import file_sha256
-
-        info = run.config.get("head", {})
-        model_path = run.run_dir / str(info.get("file", "model.keras"))
-        if not model_path.is_file():
-            raise PipelineError(f"{run.run_dir}: model file {model_path.name} is missing")
-        if info.get("sha256") and file_sha256(model_path) != info["sha256"]:
-            raise PipelineError(f"{model_path}: sha256 does not match the run record; refusing "
-                                "a modified model file")
+        model_path = verified_file(run.run_dir, run.record.head, "model file")
         model = keras.models.load_model(model_path, compile=False, safe_mode=True)
         size = int(model.inputs[0].shape[1])
         return Classifier(model, class_names, size, raw_input=False, source=run.run_id)
     from pipeline.finetune.model import rebuild_classifier
-    from pipeline.runs.store import load_head
 
-    rebuilt = rebuild_classifier(cache, load_head(run.run_dir))
+    rebuilt = rebuild_classifier(run.record.cache, load_head(run.run_dir))
     return Classifier(rebuilt.classifier, rebuilt.class_names, rebuilt.input_size,
                       raw_input=False, source=run.run_id)
+
+
+def _side_metadata(path: Path) -> dict[str, Any]:
+    """Class names (and input size) of a ``.keras`` file: its side file from export, else
+    the record of the run folder it sits in, else nothing."""
+    side = metadata_path(path)
+    if side.is_file():
+        meta = read_json(side, default={})
+        return meta if isinstance(meta, dict) else {}
+    if (path.parent / CONFIG).is_file():  # a run folder's model.keras
+        try:
+            return {"class_names": RunRecord.read(path.parent).cache.class_names}
+        except PipelineError:
+            return {}
+    return {}
 
 
 def _from_keras_file(path: Path) -> Classifier:
@@ -103,24 +109,13 @@ def _from_keras_file(path: Path) -> Classifier:
     shape = tuple(model.inputs[0].shape[1:])
     if len(shape) != 3 or shape[-1] != 3:
         raise PipelineError(f"{path}: expected a model of RGB images, its input is {shape}")
-    meta: dict[str, Any] = {}
-    side = metadata_path(path)
-    if side.is_file():
-        try:
-            meta = json.loads(side.read_text())
-        except ValueError:
-            meta = {}
-    elif (path.parent / "config.json").is_file():  # a run folder's model.keras
-        try:
-            config = json.loads((path.parent / "config.json").read_text())
-            meta = {"class_names": config["cache"]["class_names"]}
-        except (ValueError, KeyError, TypeError):
-            meta = {}
+    meta = _side_metadata(path)
     raw = shape[0] is None or str(model.inputs[0].dtype) == "uint8"
     n_out = int(model.outputs[0].shape[-1])
     names = list(meta.get("class_names") or [f"class_{i}" for i in range(n_out)])
     if len(names) != n_out:
-        raise PipelineError(f"{side}: lists {len(names)} classes, the model outputs {n_out}")
+        raise PipelineError(f"{metadata_path(path)}: lists {len(names)} classes, the model "
+                            f"outputs {n_out}")
     size = int(meta.get("input_size") or (shape[0] or 0))
     return Classifier(model, names, size, raw_input=raw, source=str(path))
 

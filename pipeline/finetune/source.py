@@ -17,9 +17,11 @@ from typing import Any
 
 from pipeline import settings
 from pipeline.errors import PipelineError, did_you_mean
+from pipeline.runs.leaderboard import leaderboard
+from pipeline.runs.record import CONFIG, FINETUNE_STAGE, RunMetrics, RunRecord
+from pipeline.runs.store import iter_runs
 
-#: ``config["stage"]`` of a fine-tuned run (head runs have no ``stage`` key).
-FINETUNE_STAGE = "finetune"
+__all__ = ["FINETUNE_STAGE", "RunRef", "resolve_run"]
 
 
 @dataclass
@@ -27,8 +29,8 @@ class RunRef:
     """A resolved run folder with its records."""
 
     run_dir: Path
-    config: dict[str, Any]
-    metrics: dict[str, Any]
+    record: RunRecord
+    run_metrics: RunMetrics
 
     @property
     def run_id(self) -> str:
@@ -36,12 +38,17 @@ class RunRef:
 
     @property
     def is_finetuned(self) -> bool:
-        return self.config.get("stage") == FINETUNE_STAGE
+        return self.record.is_finetuned
 
+    @property
+    def config(self) -> dict[str, Any]:
+        """The record as a plain dict (what ``config.json`` holds, migrated)."""
+        return self.record.to_dict()
 
-def is_finetuned(config: dict[str, Any]) -> bool:
-    """Whether a run's ``config.json`` is that of a fine-tuned run."""
-    return config.get("stage") == FINETUNE_STAGE
+    @property
+    def metrics(self) -> dict[str, Any]:
+        """The metrics as a plain dict (what ``metrics.json`` holds)."""
+        return self.run_metrics.to_dict()
 
 
 def resolve_run(ref: str | os.PathLike, reports_dir: str | os.PathLike | None = None, *,
@@ -50,20 +57,16 @@ def resolve_run(ref: str | os.PathLike, reports_dir: str | os.PathLike | None = 
 
     ``head_runs_only`` restricts ``best`` (and refuses a named run) to head runs.
     """
-    from pipeline.runs.store import CONFIG, METRICS, read_json
-
     reports = settings.reports_dir(reports_dir)
     text = str(ref).strip()
     if not text:
         raise PipelineError("no run given; expected a run id, 'best' or a run folder")
     run_dir = _best(reports, head_runs_only) if text == "best" else _named(reports, text)
-    config = read_json(run_dir / CONFIG)
-    metrics = read_json(run_dir / METRICS) if (run_dir / METRICS).is_file() else {}
-    if not isinstance(config, dict):
-        raise PipelineError(f"{run_dir / CONFIG}: not a run record")
-    found = RunRef(run_dir=run_dir, config=config, metrics=metrics)
+    found = RunRef(run_dir=run_dir, record=RunRecord.read(run_dir),
+                   run_metrics=RunMetrics.read(run_dir))
     if head_runs_only and found.is_finetuned:
-        src = config.get("finetune", {}).get("source_run", "its head run")
+        info = found.record.finetune
+        src = (info.source_run if info is not None else None) or "its head run"
         raise PipelineError(f"run {found.run_id} is already fine-tuned; fine-tune its head run "
                             f"({src}) with other settings instead")
     return found
@@ -71,10 +74,8 @@ def resolve_run(ref: str | os.PathLike, reports_dir: str | os.PathLike | None = 
 
 def _best(reports: Path, head_runs_only: bool) -> Path:
     from pipeline.finetune.fold import FOLDABLE
-    from pipeline.runs.leaderboard import leaderboard
-    from pipeline.runs.store import iter_runs
 
-    finetuned = {str(d) for d, c, _ in iter_runs(reports) if is_finetuned(c)}
+    finetuned = {str(d) for d, record, _ in iter_runs(reports) if record.is_finetuned}
     rows = leaderboard(reports)
     if head_runs_only:  # fine-tuning: the best run whose head can become Keras layers
         rows = [r for r in rows if r["run_dir"] not in finetuned and r["head"] in FOLDABLE]
@@ -87,8 +88,6 @@ def _best(reports: Path, head_runs_only: bool) -> Path:
 
 
 def _named(reports: Path, text: str) -> Path:
-    from pipeline.runs.store import CONFIG
-
     path = Path(text).expanduser()
     if (path / CONFIG).is_file():
         return path

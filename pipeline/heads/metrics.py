@@ -10,21 +10,11 @@ import math
 from typing import Any
 
 import numpy as np
-from sklearn import metrics as skm
-
-from pipeline.errors import PipelineError
 
 #: Metrics a sweep can select on; ``log_loss`` is minimised, the others maximised.
 SELECTION_METRICS = ("balanced_accuracy", "accuracy", "f1_macro", "roc_auc", "log_loss")
 DEFAULT_METRIC = "balanced_accuracy"
 LOWER_IS_BETTER = frozenset({"log_loss", "fit_seconds", "predict_seconds"})
-
-
-def check_metric(metric: str) -> str:
-    if metric not in SELECTION_METRICS:
-        raise PipelineError(f"unknown selection metric {metric!r}; expected one of "
-                            f"{', '.join(SELECTION_METRICS)}")
-    return metric
 
 
 def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, Any]:
@@ -33,6 +23,8 @@ def classification_metrics(y_true: np.ndarray, proba: np.ndarray) -> dict[str, A
     ``roc_auc`` is the usual AUC for two classes and the macro one-vs-rest AUC for more; it is
     ``None`` when a class is missing from ``y_true`` (AUC is undefined then).
     """
+    from sklearn import metrics as skm  # imported on use: the CLI reads this module early
+
     y_true = np.asarray(y_true, dtype=int)
     proba = np.asarray(proba, dtype=np.float64)
     n_classes = proba.shape[1]

@@ -1,6 +1,6 @@
 """Fit a sweep of head configurations on cached features and keep the best.
 
-Protocol (what :func:`fit_heads` guarantees):
+Protocol (what :func:`run_sweep` guarantees):
 
 1. Each cache is loaded once; its train/validation/test rows are separated once.
 2. Every configuration is fitted on **train** and scored on **validation** only.
@@ -13,13 +13,13 @@ Protocol (what :func:`fit_heads` guarantees):
 4. Only the chosen configurations ever see the **test** split, each exactly once – after an
    optional refit on train+validation (``refit=True``; Keras heads then train for the epoch
    count early stopping chose).
-5. Each chosen configuration becomes a run folder (see :mod:`pipeline.runs.store`), and the
-   leaderboard files in the reports folder are refreshed.
+5. The result (:class:`SweepResult`) is returned; nothing is written here. The runs layer
+   (:func:`pipeline.runs.fit_heads`) turns each chosen configuration into a run folder and
+   refreshes the leaderboard.
 """
 
 from __future__ import annotations
 
-import hashlib
 import math
 import os
 import time
@@ -31,7 +31,9 @@ from typing import Any
 import numpy as np
 
 from pipeline.cache.store import SPLITS, FeatureSet, load_feature_set
+from pipeline.context import Context
 from pipeline.errors import PipelineError
+from pipeline.fileio import text_sha256
 from pipeline.heads.base import (
     Head,
     HeadConfig,
@@ -40,12 +42,9 @@ from pipeline.heads.base import (
     get_head_spec,
     make_grid,
 )
-from pipeline.heads.metrics import (
-    DEFAULT_METRIC,
-    check_metric,
-    classification_metrics,
-    score_key,
-)
+from pipeline.heads.metrics import classification_metrics, score_key
+from pipeline.heads.options import FitOptions
+from pipeline.progress import Reporter
 
 #: The sweep run when no head is given: 11 configurations, well under a minute on ~1800x1280
 #: training rows and 2 cores.
@@ -151,7 +150,7 @@ def prepare(fs: FeatureSet) -> Split:
         xs, ys = fs.xy(s)
         x[s], y[s] = np.ascontiguousarray(xs, dtype=np.float32), ys.astype(int)
         ids = sorted(str(i) for i in fs.ids[fs.mask(s)])
-        digests[s] = hashlib.sha256("\n".join(ids).encode()).hexdigest()
+        digests[s] = text_sha256("\n".join(ids))
     if len(np.unique(y["train"])) < 2:
         raise PipelineError(f"{path}: the training split holds only one class")
     return Split(path=path, meta=fs.meta, x=x, y=y, ids_digest=digests)
@@ -169,6 +168,14 @@ class Candidate:
     error: str | None = None
     head: Head | None = field(default=None, repr=False)
 
+    def record(self, out: dict[str, Any]) -> None:
+        """Take the outcome of a fit (a worker's dict)."""
+        self.error = out.get("error")
+        self.head = out.get("head")
+        self.validation = out.get("validation")
+        self.fit_seconds = out.get("fit_seconds", math.nan)
+        self.predict_seconds = out.get("predict_seconds", math.nan)
+
     def score(self, metric: str) -> tuple[float, float]:
         if self.validation is None:
             return (-math.inf, -math.inf)
@@ -176,8 +183,11 @@ class Candidate:
 
 
 @dataclass
-class RunRecord:
-    """A chosen configuration: its run folder and validation/test metrics."""
+class ChosenRun:
+    """A chosen configuration with its validation and test metrics.
+
+    ``run_id`` and ``run_dir`` stay empty until the run is saved (:mod:`pipeline.runs`).
+    """
 
     run_id: str
     run_dir: Path | None
@@ -192,24 +202,43 @@ class RunRecord:
     #: The train-only fit it was chosen from (its history drives the learning curve).
     candidate: Candidate | None = field(default=None, repr=False)
 
+    @property
+    def cache_index(self) -> int:
+        assert self.candidate is not None
+        return self.candidate.cache_index
+
 
 @dataclass
 class SweepResult:
-    """What :func:`fit_heads` returns: every candidate, the chosen runs, the overall best."""
+    """What a sweep returns: every candidate, the chosen runs, the overall best.
+
+    ``splits`` are the caches the sweep read (in ``cache_index`` order); ``reports_dir`` is
+    set when the runs are saved.
+    """
 
     metric: str
     candidates: list[Candidate]
-    runs: list[RunRecord]
+    runs: list[ChosenRun]
     reports_dir: Path | None
     refit: bool = False
+    splits: list[Split] = field(default_factory=list, repr=False)
 
     @property
-    def best(self) -> RunRecord:
+    def best(self) -> ChosenRun:
         """The overall best run (of the first dataset, if the sweep covered several)."""
         return next(r for r in self.runs if r.best_overall)
 
-    def best_per_dataset(self) -> dict[str, RunRecord]:
+    def best_per_dataset(self) -> dict[str, ChosenRun]:
         return {r.dataset: r for r in self.runs if r.best_overall}
+
+    def pool(self, run: ChosenRun) -> list[Candidate]:
+        """The candidates ``run`` was chosen among: its kind, on its cache."""
+        return [c for c in self.candidates
+                if c.cache_index == run.cache_index and c.config.kind == run.config.kind]
+
+    def n_tried(self, cache_index: int) -> int:
+        """How many configurations were fitted on one cache."""
+        return sum(1 for c in self.candidates if c.cache_index == cache_index)
 
 
 def _fit_candidate(kind: str, params: dict[str, Any], n_classes: int, seed: int,
@@ -233,76 +262,42 @@ def _fit_indexed(i: int, *args: Any) -> tuple[int, dict[str, Any]]:
     return i, _fit_candidate(*args)
 
 
-def _progress(quiet: bool) -> Any:
-    from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-
-    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                    TimeElapsedColumn(), console=Console(stderr=True), disable=quiet,
-                    transient=False)
-
-
-def fit_heads(
-    caches: str | os.PathLike | Iterable[str | os.PathLike],
-    heads: HeadsArg = None,
-    *,
-    metric: str = DEFAULT_METRIC,
-    refit: bool = False,
-    class_weight: str | None = None,
-    jobs: int | None = None,
-    seed: int = 0,
-    reports_dir: str | os.PathLike | None = None,
-    save: bool = True,
-    quiet: bool = False,
-    extra_config: Mapping[str, Any] | None = None,
-) -> SweepResult:
+def run_sweep(caches: str | os.PathLike | Iterable[str | os.PathLike], heads: HeadsArg = None,
+              options: FitOptions | None = None, *, ctx: Context | None = None) -> SweepResult:
     """Fit every head configuration on every cache, select on validation, test the chosen.
 
-    ``caches``: feature-cache files (or folders of them) from ``pipeline extract``.
-    ``heads``: grids (see :func:`as_grids`); ``None`` runs :data:`DEFAULT_SWEEP`.
-    ``metric``: the validation metric configurations are chosen by
-    (``balanced_accuracy`` by default – it is not fooled by class imbalance).
-    ``refit``: refit the chosen configurations on train+validation before testing.
-    ``class_weight``: ``"balanced"`` for every head that supports it (a grid value wins).
-    ``jobs``: parallel worker processes for scikit-learn configurations (default: all cores).
-    ``save``: write run folders and the leaderboard under ``reports_dir``; ``extra_config`` is
-    stored in each run's ``config.json`` (e.g. the experiment, with its ``[finetune]`` table).
+    Nothing is written: :func:`pipeline.runs.fit_heads` runs this and saves the run folders.
+    ``caches``: feature-cache files (or folders of them); ``heads``: grids (see
+    :func:`as_grids`, ``None`` is :data:`DEFAULT_SWEEP`); ``options``: :class:`FitOptions`.
     """
-    from pipeline.settings import reports_dir as default_reports
-
-    metric = check_metric(metric)
-    if class_weight not in (None, "none", "balanced"):
-        raise PipelineError(f"class_weight {class_weight!r}: expected 'balanced' or 'none'")
-    if jobs is not None and (jobs == 0 or jobs < -1):
-        raise PipelineError(f"jobs={jobs}: expected a positive number of workers or -1 (all)")
+    options = options or FitOptions()
+    report = ctx.report if ctx is not None else Reporter()
     grids = as_grids(heads)
-    configs = expand_grids(grids, {"class_weight": class_weight} if class_weight else None)
-    paths = resolve_caches(caches)
-    data = [prepare(load_feature_set(p)) for p in paths]
-    reports = default_reports(reports_dir) if save else None
-
+    configs = expand_grids(grids, {"class_weight": "balanced"} if options.balanced else None)
+    data = [prepare(load_feature_set(p)) for p in resolve_caches(caches)]
     candidates = [Candidate(i, c) for i in range(len(data)) for c in configs]
+    _fit_all(data, candidates, options, report)
+    runs = _select_and_test(data, candidates, options)
+    return SweepResult(metric=options.metric, candidates=candidates, runs=runs,
+                       reports_dir=None, refit=options.refit, splits=data)
+
+
+def _fit_all(data: list[Split], candidates: list[Candidate], options: FitOptions,
+             report: Reporter) -> None:
+    """Fit every candidate on train, score it on validation (filled in place)."""
+    from joblib import Parallel, delayed
+
     sk = [c for c in candidates if get_head_spec(c.config.kind).family != "keras"]
     ks = [c for c in candidates if get_head_spec(c.config.kind).family == "keras"]
-    n_jobs = jobs or (os.cpu_count() or 1)
+    n_jobs = options.jobs or (os.cpu_count() or 1)
 
     def args(c: Candidate) -> tuple:
         d = data[c.cache_index]
-        return (c.config.kind, c.config.params, len(d.class_names), seed,
+        return (c.config.kind, c.config.params, len(d.class_names), options.seed,
                 d.x["train"], d.y["train"], d.x["validation"], d.y["validation"])
 
-    def record(c: Candidate, out: dict[str, Any]) -> None:
-        c.error = out.get("error")
-        c.head = out.get("head")
-        c.validation = out.get("validation")
-        c.fit_seconds = out.get("fit_seconds", math.nan)
-        c.predict_seconds = out.get("predict_seconds", math.nan)
-
-    from joblib import Parallel, delayed
-
-    with _progress(quiet) as progress:
-        task = progress.add_task(f"fitting {len(candidates)} configurations on "
-                                 f"{len(data)} cache(s)", total=len(candidates))
+    report.line(f"fitting {len(candidates)} configurations on {len(data)} cache(s)")
+    with report.progress(len(candidates), "configurations") as bar:
         outs: Iterable[tuple[int, dict[str, Any]]] = ()
         if sk:
             # The generator dispatches in a background thread, so the Keras configurations
@@ -311,25 +306,16 @@ def fit_heads(
                            return_as="generator_unordered")
             outs = par(delayed(_fit_indexed)(i, *args(c)) for i, c in enumerate(sk))
         for c in ks:
-            record(c, _fit_candidate(*args(c)))
-            progress.advance(task)
+            c.record(_fit_candidate(*args(c)))
+            bar.advance(1)
         for i, out in outs:
-            record(sk[i], out)
-            progress.advance(task)
-        progress.update(task, description="fitted")
-
-    runs = _select_and_test(data, candidates, metric, refit, seed, quiet)
-    if save and reports is not None:
-        _write_runs(reports, data, runs, candidates, metric, refit, extra_config or {})
-        from pipeline.runs.leaderboard import write_leaderboard
-
-        write_leaderboard(reports)
-    return SweepResult(metric=metric, candidates=candidates, runs=runs, reports_dir=reports,
-                       refit=refit)
+            sk[i].record(out)
+            bar.advance(1)
 
 
-def _select_and_test(data: list[Split], candidates: list[Candidate], metric: str, refit: bool,
-                     seed: int, quiet: bool) -> list[RunRecord]:
+def _choose(data: list[Split], candidates: list[Candidate], metric: str
+            ) -> tuple[list[Candidate], set[int]]:
+    """Per cache and kind the validation-best candidate; the ids of the best per dataset."""
     chosen: list[Candidate] = []
     for i, d in enumerate(data):
         mine = [c for c in candidates if c.cache_index == i]
@@ -345,93 +331,33 @@ def _select_and_test(data: list[Split], candidates: list[Candidate], metric: str
     for dataset in dict.fromkeys(data[c.cache_index].dataset for c in chosen):
         pool = [c for c in chosen if data[c.cache_index].dataset == dataset]
         best_ids.add(id(max(pool, key=lambda c: c.score(metric))))
+    return chosen, best_ids
 
-    runs = []
-    for c in chosen:
-        d = data[c.cache_index]
-        head = c.head
-        assert head is not None and c.validation is not None
-        validation = dict(c.validation, fit_seconds=c.fit_seconds,
-                          predict_seconds=c.predict_seconds)
-        test_extra: dict[str, Any] = {}
-        if refit:
-            spec = get_head_spec(c.config.kind)
-            head = spec.make(head.refit_params(), n_classes=len(d.class_names), seed=seed)
-            t0 = time.perf_counter()
-            head.fit(np.concatenate([d.x["train"], d.x["validation"]]),
-                     np.concatenate([d.y["train"], d.y["validation"]]))
-            test_extra["refit_seconds"] = time.perf_counter() - t0
+
+def _select_and_test(data: list[Split], candidates: list[Candidate],
+                     options: FitOptions) -> list[ChosenRun]:
+    chosen, best_ids = _choose(data, candidates, options.metric)
+    return [_test(data[c.cache_index], c, options, best=id(c) in best_ids) for c in chosen]
+
+
+def _test(d: Split, c: Candidate, options: FitOptions, *, best: bool) -> ChosenRun:
+    """Refit (if asked) and evaluate one chosen candidate on the test split, once."""
+    head = c.head
+    assert head is not None and c.validation is not None
+    validation = dict(c.validation, fit_seconds=c.fit_seconds,
+                      predict_seconds=c.predict_seconds)
+    test_extra: dict[str, Any] = {}
+    if options.refit:
+        spec = get_head_spec(c.config.kind)
+        head = spec.make(head.refit_params(), n_classes=len(d.class_names), seed=options.seed)
         t0 = time.perf_counter()
-        proba = head.predict_proba(d.x["test"])  # the only place test rows are predicted
-        test = dict(classification_metrics(d.y["test"], proba),
-                    predict_seconds=time.perf_counter() - t0, **test_extra)
-        runs.append(RunRecord(run_id="", run_dir=None, cache=d.path, dataset=d.dataset,
-                              base=d.base, config=c.config,
-                              validation=validation, test=test,
-                              best_overall=id(c) in best_ids, head=head, candidate=c))
-    return runs
-
-
-def _write_runs(reports: Path, data: list[Split], runs: list[RunRecord],
-                candidates: list[Candidate], metric: str, refit: bool,
-                extra: Mapping[str, Any]) -> None:
-    import sklearn
-
-    import pipeline
-    from pipeline.runs.plots import plot_confusion, plot_learning_curve
-    from pipeline.runs.store import new_run_dir, save_head, write_json
-
-    now = time.time()
-    by_path = {d.path: d for d in data}
-    for r in runs:
-        d = by_path[r.cache]
-        assert r.head is not None
-        run_dir = new_run_dir(reports, d.dataset, d.base, r.config.slug, now=now)
-        r.run_dir, r.run_id = run_dir, run_dir.name
-        pool = [c for c in candidates
-                if data[c.cache_index] is d and c.config.kind == r.config.kind]
-        head_info = save_head(r.head, run_dir)
-        config = {
-            "run_id": r.run_id,
-            "created": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(now)),
-            "cache": {
-                "path": str(Path(d.path).resolve()), "key": d.meta.get("key"),
-                "dataset": d.dataset, "dataset_source": d.meta.get("dataset_source"),
-                "base": d.base,
-                **{k: d.meta.get(k) for k in ("weights", "weights_id", "layer", "pooling",
-                                              "input_size", "preprocessing", "dtype",
-                                              "feature_shape", "class_names")},
-                **{f"n_{s}": len(d.y[s]) for s in SPLITS},
-                "split_ids_sha256": d.ids_digest,
-            },
-            "head": head_info,
-            "selection": {
-                "metric": metric, "on": "validation", "refit": refit,
-                "refit_params": r.head.params if refit else None,
-                "best_overall": r.best_overall,
-                "candidates": [{"params": c.config.params, "validation": c.validation,
-                                "fit_seconds": c.fit_seconds, "error": c.error}
-                               for c in pool],
-                "n_configurations_total": sum(1 for c in candidates
-                                              if data[c.cache_index] is d),
-            },
-            "versions": {"pipeline": pipeline.__version__, "scikit-learn": sklearn.__version__},
-            **({"experiment": dict(extra)} if extra else {}),
-        }
-        metrics: dict[str, Any] = {"validation": r.validation, "test": r.test}
-        # For refitted epoch heads the curves are those of the validation-monitored fit.
-        trained = r.candidate.head if r.candidate is not None else None
-        history = (trained.history if trained is not None else None) or r.head.history
-        if history:
-            metrics["history"] = history
-            metrics["best_epoch"] = getattr(trained, "best_epoch", None)
-        write_json(run_dir / "config.json", config)
-        write_json(run_dir / "metrics.json", metrics)
-        title = f"{d.dataset} / {d.base} / {r.config.label}"
-        plot_confusion(run_dir / "confusion_matrix.png",
-                       {"validation": r.validation["confusion_matrix"],
-                        "test": r.test["confusion_matrix"]}, d.class_names, title)
-        if history and ("val_loss" in history or r.head.family == "keras"):
-            plot_learning_curve(run_dir / "learning_curve.png", history, title,
-                                best_epoch=metrics.get("best_epoch"))
-
+        head.fit(np.concatenate([d.x["train"], d.x["validation"]]),
+                 np.concatenate([d.y["train"], d.y["validation"]]))
+        test_extra["refit_seconds"] = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    proba = head.predict_proba(d.x["test"])  # the only place test rows are predicted
+    test = dict(classification_metrics(d.y["test"], proba),
+                predict_seconds=time.perf_counter() - t0, **test_extra)
+    return ChosenRun(run_id="", run_dir=None, cache=d.path, dataset=d.dataset, base=d.base,
+                     config=c.config, validation=validation, test=test, best_overall=best,
+                     head=head, candidate=c)

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import html
+import io
 import json
 import os
 from collections.abc import Sequence
@@ -20,12 +21,11 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import PipelineError
-from pipeline.heads.base import HeadConfig
+from pipeline.fileio import atomic_write_text
 from pipeline.heads.metrics import DEFAULT_METRIC, LOWER_IS_BETTER
-from pipeline.heads.params import format_params
+from pipeline.runs.record import METRIC_NAMES
 from pipeline.runs.store import iter_runs
 
-METRIC_NAMES = ("balanced_accuracy", "accuracy", "f1_macro", "roc_auc", "log_loss")
 COLUMNS = (
     "run_id", "created", "dataset", "base", "head", "config", "params", "selection_metric",
     "best_overall", "refit",
@@ -35,38 +35,6 @@ COLUMNS = (
 )
 CSV_NAME = "leaderboard.csv"
 HTML_NAME = "index.html"
-
-
-def _row(run_dir: Path, config: dict[str, Any], metrics: dict[str, Any]) -> dict[str, Any]:
-    cache = config.get("cache", {})
-    head = config.get("head", {})
-    sel = config.get("selection", {})
-    val = metrics.get("validation") or {}
-    test = metrics.get("test") or {}
-    row: dict[str, Any] = {
-        "run_id": run_dir.name, "created": config.get("created"),
-        "dataset": cache.get("dataset"), "base": cache.get("base"),
-        "head": head.get("kind"), "params": format_params(head.get("params") or {}),
-        "config": _label(head.get("kind"), head.get("params") or {}),
-        "selection_metric": sel.get("metric"), "best_overall": bool(sel.get("best_overall")),
-        "refit": bool(sel.get("refit")),
-        "fit_seconds": val.get("fit_seconds"), "predict_seconds": test.get("predict_seconds"),
-        "n_train": cache.get("n_train"), "n_validation": cache.get("n_validation"),
-        "n_test": cache.get("n_test"), "cache_key": cache.get("key"),
-        "cache_path": cache.get("path"), "run_dir": str(run_dir),
-    }
-    for m in METRIC_NAMES:
-        row[f"val_{m}"] = val.get(m)
-        row[f"test_{m}"] = test.get(m)
-    return row
-
-
-def _label(kind: str | None, params: dict[str, Any]) -> str:
-    """``rbf_svm C=10`` – the kind with the parameters that differ from its defaults."""
-    try:
-        return HeadConfig(str(kind), params).label
-    except PipelineError:  # a kind not registered in this installation
-        return f"{kind} {format_params(params)}"
 
 
 def sort_column(sort: str | None) -> str:
@@ -87,7 +55,7 @@ def leaderboard(reports: str | os.PathLike, *, dataset: str | None = None,
                 sort: str | None = None) -> list[dict[str, Any]]:
     """Rows of every run under ``reports``, filtered (exact match) and best first."""
     col = sort_column(sort)
-    rows = [_row(d, c, m) for d, c, m in iter_runs(reports)]
+    rows = [record.leaderboard_row(d, metrics) for d, record, metrics in iter_runs(reports)]
     rows = [r for r in rows if (dataset is None or r["dataset"] == dataset)
             and (base is None or r["base"] == base) and (head is None or r["head"] == head)]
     metric = col.removeprefix("val_").removeprefix("test_")
@@ -104,14 +72,13 @@ def leaderboard(reports: str | os.PathLike, *, dataset: str | None = None,
 
 
 def write_csv(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=list(COLUMNS), extrasaction="ignore")
-        w.writeheader()
-        for r in rows:
-            w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS})
-    os.replace(tmp, path)
-    return path
+    """The rows as CSV, written atomically (concurrent writers never share a temporary)."""
+    text = io.StringIO(newline="")
+    w = csv.DictWriter(text, fieldnames=list(COLUMNS), extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else r.get(k)) for k in COLUMNS})
+    return atomic_write_text(path, text.getvalue())
 
 
 def to_json(rows: Sequence[dict[str, Any]]) -> str:
@@ -165,10 +132,7 @@ def write_html(rows: Sequence[dict[str, Any]], path: Path) -> Path:
                 out.append(f"<img src='{esc(rel)}/{png}' alt='{png}'>")
         out.append("</section>")
     out.append("</body></html>")
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text("\n".join(out))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, "\n".join(out))
 
 
 def write_leaderboard(reports: str | os.PathLike) -> tuple[Path, Path]:
