@@ -109,6 +109,7 @@ def finetune(run: str | os.PathLike = "best", options: FinetuneOptions | None = 
     reports_dir, quiet = kwargs.pop("reports_dir", None), bool(kwargs.pop("quiet", False))
     ctx = ctx or Context.create(reports_dir=reports_dir, quiet=quiet)
     t_start = time.perf_counter()
+    (options or FinetuneOptions()).with_given(kwargs)  # given values: checked before any work
     src = resolve_run(run, ctx.reports_dir, head_runs_only=True)
     if options is None:
         table = (src.config.get("experiment") or {}).get("finetune")
