@@ -21,6 +21,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.context import Context
 from pipeline.errors import PipelineError
 from pipeline.finetune import (
     EpochLog,
@@ -517,3 +518,37 @@ def test_epoch_log_continues_a_file_and_replaces_redone_epochs(tmp_path):
     assert len(saved["seconds"]) == 3 and saved["seconds"][-1] >= 0
     assert EpochLog(path).history == saved
     assert EpochLog(tmp_path / "none.json").history == {}
+
+
+def test_finetune_takes_options_from_the_head_runs_experiment_table(world, tmp_path):
+    import shutil
+
+    reports = tmp_path / "reports"
+    run = reports / world["runs"]["logreg"].name
+    shutil.copytree(world["runs"]["logreg"], run)
+    config = json.loads((run / "config.json").read_text())
+    table = {"epochs": 1, "augment": "none", "unfreeze_from": "none", "optimizer": "sgd",
+             "seed": 9, "patience": 0}
+    (run / "config.json").write_text(json.dumps({**config, "experiment": {"finetune": table}}))
+
+    res = finetune(run, seed=11, lr=2e-5, reports_dir=reports, quiet=True)
+    ft = json.loads((res.run_dir / "config.json").read_text())["finetune"]
+    assert ft["optimizer"] == "sgd" and ft["unfreeze_from"] == "None"  # from the table
+    assert ft["seed"] == 11 and ft["learning_rate"] == 2e-5  # given: wins over the table
+    assert ft["batch_size"] == 32 and ft["epochs_budget"] == 1 == res.epochs_run
+    assert ft["class_weight"] == "none"  # not given anywhere: the head's own setting
+
+    # An options object is taken whole (the table is not consulted); keywords still win.
+    res = finetune(run, FinetuneOptions(epochs=1, augment="none", unfreeze_from="none"),
+                   patience=0, ctx=Context.create(reports_dir=reports, quiet=True))
+    ft = json.loads((res.run_dir / "config.json").read_text())["finetune"]
+    assert ft["optimizer"] == "adam" and ft["seed"] == 0 and ft["patience"] == 0
+
+    bad = {**config, "experiment": {"finetune": {**table, "epochs": "many"}}}
+    (run / "config.json").write_text(json.dumps(bad))
+    with pytest.raises(PipelineError, match=r"experiment \[finetune\]: finetune: epochs "
+                       r"\(--epochs\) = 'many': expected a whole number") as e:
+        finetune(run, reports_dir=reports, quiet=True)
+    assert "\n" not in str(e.value)
+    with pytest.raises(PipelineError, match="--optimizer"):  # given values: before any work
+        finetune(tmp_path / "no-such-run", FinetuneOptions(epochs=1), optimizer="adagrad")
