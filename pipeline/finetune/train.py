@@ -41,7 +41,7 @@ from pipeline.finetune.options import DEFAULT_LEARNING_RATE, OPTIMIZERS, Finetun
 from pipeline.finetune.prepare import Prepared, prepare
 from pipeline.finetune.record import record
 from pipeline.finetune.run_folder import MODEL_FILE, RunFolder, open_run_folder
-from pipeline.finetune.source import resolve_run
+from pipeline.finetune.source import RunRef, resolve_run
 from pipeline.heads.training import balanced_class_weight, make_optimizer
 
 __all__ = ["DEFAULT_LEARNING_RATE", "OPTIMIZERS", "FinetuneResult", "Trained", "finetune",
@@ -111,11 +111,7 @@ def finetune(run: str | os.PathLike = "best", options: FinetuneOptions | None = 
     t_start = time.perf_counter()
     (options or FinetuneOptions()).with_given(kwargs)  # given values: checked before any work
     src = resolve_run(run, ctx.reports_dir, head_runs_only=True)
-    if options is None:
-        table = (src.config.get("experiment") or {}).get("finetune")
-        options = FinetuneOptions.from_mapping(table, f"run {src.run_id}: experiment [finetune]")
-    opts = options.with_given(kwargs)
-    prepared = prepare(src, opts, ctx)
+    prepared = prepare(src, _options(src, options, kwargs), ctx)
     with open_run_folder(ctx.reports_dir, prepared.digest, prepared.settings, resume=resume,
                          name_parts=_name_parts(prepared)) as folder:
         trained = train(prepared, folder, ctx)
@@ -131,6 +127,16 @@ def finetune(run: str | os.PathLike = "best", options: FinetuneOptions | None = 
         seconds=time.perf_counter() - t_start)
     _summary(result, ctx)
     return result
+
+
+def _options(src: RunRef, options: FinetuneOptions | None, given: dict[str, Any]
+             ) -> FinetuneOptions:
+    """Given > the head run's experiment [finetune] table > default (an options object is
+    taken whole, without the table)."""
+    if options is None:
+        table = (src.config.get("experiment") or {}).get("finetune")
+        options = FinetuneOptions.from_mapping(table, f"run {src.run_id}: experiment [finetune]")
+    return options.with_given(given)
 
 
 def _name_parts(prepared: Prepared) -> tuple[str, ...]:
