@@ -21,8 +21,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from pipeline.context import Context
 from pipeline.errors import PipelineError
 from pipeline.finetune import (
+    EpochLog,
+    FinetuneOptions,
+    KeepBest,
     export,
     finetune,
     fold_head,
@@ -140,7 +144,8 @@ def test_unfreeze_sets_trainable_and_keeps_batchnorm_in_inference_mode(world):
     bns = [lyr for lyr in base.layers if isinstance(lyr, bn)]
     assert bns and not any(lyr.trainable for lyr in bns)
     before = [np.array(lyr.moving_mean) for lyr in bns]
-    kernel_before = np.array(base.layers[-3].weights[0]) if base.layers[-3].weights else None
+    assert base.layers[-3].weights  # block_3_expand: a convolution just below the cut
+    kernel_before = np.array(base.layers[-3].weights[0])
     model = training_model(rebuilt.classifier, parse_augment("none"))
     model.compile(keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy())
     model.fit(val.x, val.y, epochs=1, batch_size=8, verbose=0)
@@ -148,20 +153,24 @@ def test_unfreeze_sets_trainable_and_keeps_batchnorm_in_inference_mode(world):
     assert all(np.array_equal(a, b) for a, b in zip(before, after, strict=True))
     trained = [lyr for lyr in base.layers if lyr.trainable_weights]
     assert trained  # the convolutions did train ...
-    if kernel_before is not None:
-        assert not np.array_equal(kernel_before, np.array(base.layers[-3].weights[0]))
+    assert not np.array_equal(kernel_before, np.array(base.layers[-3].weights[0]))
     feats = rebuilt.classifier.get_layer("features")
     np.testing.assert_allclose(feats(val.x[:4], training=True), feats(val.x[:4], training=False),
                                atol=1e-5)
 
 
-@pytest.mark.parametrize("spec", ["no_such_layer", "1.5", "0", "-0.2", "100000"])
-def test_bad_unfreeze_spec_is_one_line_error(world, spec):
+def _base(world):
     loaded, _, _ = _val(world["runs"]["logreg"])
-    base = find_base(rebuild_classifier(loaded.config["cache"], loaded).classifier)
-    if spec == "0":  # index 0 is valid: the whole base
-        assert start_index(base, spec) == 0
-        return
+    return find_base(rebuild_classifier(loaded.config["cache"], loaded).classifier)
+
+
+def test_unfreeze_index_zero_is_the_whole_base(world):
+    assert start_index(_base(world), "0") == 0
+
+
+@pytest.mark.parametrize("spec", ["no_such_layer", "1.5", "-0.2", "100000"])
+def test_bad_unfreeze_spec_is_one_line_error(world, spec):
+    base = _base(world)
     with pytest.raises(PipelineError, match="--unfreeze-from") as e:
         start_index(base, spec)
     assert "\n" not in str(e.value)
@@ -350,13 +359,196 @@ def test_cli_errors_are_one_line(world, tmp_path):
 
 
 def test_experiment_finetune_table_supplies_defaults():
-    from pipeline.finetune.train import DEFAULTS, resolve_settings
-
     table = {"lr": 3e-4, "unfreeze_from": 0.5, "augment": {"flip": "vertical"}}
-    out = resolve_settings({"epochs": 4, "learning_rate": None}, table)
-    assert out["learning_rate"] == 3e-4 and out["unfreeze_from"] == 0.5
-    assert out["epochs"] == 4 and out["patience"] == DEFAULTS["patience"]
-    assert parse_augment(out["augment"]).flip == "vertical"
-    assert resolve_settings({"learning_rate": 1e-3}, table)["learning_rate"] == 1e-3
+    out = FinetuneOptions.resolve({"epochs": 4, "learning_rate": None}, table)
+    assert out.learning_rate == 3e-4 and out.unfreeze_from == 0.5
+    assert out.epochs == 4 and out.patience == FinetuneOptions.default("patience") == 3
+    assert parse_augment(out.augment).flip == "vertical" == out.augmentation.flip
+    assert FinetuneOptions.resolve({"learning_rate": 1e-3}, table).learning_rate == 1e-3
     with pytest.raises(PipelineError, match="unknown key"):
-        resolve_settings({}, {"epoch": 3})
+        FinetuneOptions.resolve({}, {"epoch": 3})
+
+
+def test_finetune_options_precedence_given_over_table_over_default():
+    table = {"epochs": 7, "optimizer": "sgd", "seed": 5}
+    out = FinetuneOptions.resolve({"epochs": 2, "seed": None, "lr": 1e-4}, table,
+                                  "run r: experiment [finetune]")
+    assert out.epochs == 2  # given
+    assert out.optimizer == "sgd" and out.seed == 5  # table (None is "not given")
+    assert out.learning_rate == 1e-4  # given through the `lr` alias
+    assert out.batch_size == 32 and out.unfreeze_from == "0.3"  # defaults
+    assert out.class_weight is None  # resolved later: the head's own setting
+    assert FinetuneOptions.resolve() == FinetuneOptions()
+    assert FinetuneOptions.from_mapping({"lr": 2e-5}).learning_rate == 2e-5
+    assert FinetuneOptions().with_given({"lr": 3e-5}).learning_rate == 3e-5
+
+
+@pytest.mark.parametrize(("table", "match"), [
+    ({"seed": "x"}, r"seed \(--seed\) = 'x': expected a whole number"),
+    ({"epochs": 2.5}, r"epochs .* expected a whole number"),
+    ({"epochs": 0}, r"epochs .* expected a value at least 1"),
+    ({"patience": True}, r"patience .* expected a whole number"),
+    ({"learning_rate": "fast"}, r"learning_rate .* expected a number"),
+    ({"lr": -1e-5}, r"learning_rate .* above 0"),
+    ({"optimizer": "adamw"}, r"optimizer \(--optimizer\) = 'adamw': expected one of adam, "
+                             r"rmsprop, sgd"),
+    ({"class_weight": "inverse"}, r"class_weight .* expected one of none, balanced"),
+    ({"unfreeze_from": 1.5}, r"unfreeze_from .* a fraction must be in \(0, 1\]"),
+    ({"unfreeze_from": True}, r"unfreeze_from .* expected a string"),
+    ({"augment": "spin=3"}, r"augment .* unknown augmentation option"),
+    ({"augment": {"zoom": 2}}, r"augment .* zoom=2: expected a number from 0 to 1"),
+    ({"augment": 3}, r"augment .* expected"),
+])
+def test_finetune_options_from_a_toml_table_are_checked(table, match):
+    where = "run r: experiment [finetune]"
+    with pytest.raises(PipelineError, match=match) as e:
+        FinetuneOptions.from_mapping(table, where)
+    assert str(e.value).startswith(where) and "\n" not in str(e.value)
+
+
+def test_finetune_options_unknown_key_names_the_expected_ones():
+    with pytest.raises(PipelineError) as e:
+        FinetuneOptions.from_mapping({"epoch": 3}, "exp.toml [finetune]")
+    msg = str(e.value)
+    assert "\n" not in msg and msg.startswith("exp.toml [finetune]: unknown key(s) epoch")
+    assert "expected epochs, learning_rate, optimizer, unfreeze_from, augment, batch_size, " \
+        "patience, class_weight, seed" in msg
+    with pytest.raises(PipelineError, match="expected a table"):
+        FinetuneOptions.from_mapping(["epochs"], "exp.toml [finetune]")
+    with pytest.raises(PipelineError, match="unknown fine-tuning option.*epoch; expected "
+                       "epochs, learning_rate") as e:
+        finetune("best", epoch=3)
+    assert "\n" not in str(e.value)
+
+
+def test_cli_takes_help_and_defaults_from_the_options_schema():
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+
+    r = CliRunner().invoke(app, ["finetune", "--help"], env={"COLUMNS": "300"})
+    assert r.exit_code == 0, r.output
+    text = " ".join(r.output.split())
+    for name in ("epochs", "patience", "batch_size"):
+        assert " ".join(FinetuneOptions.help(name).split()) in text, name
+    assert "--lr" in text and "[default: (1e-5)]" in text and "[default: (0.3)]" in text
+
+
+def test_training_helpers_shared_with_the_heads_stage():
+    from pipeline.finetune import OPTIMIZERS
+    from pipeline.heads.training import OPTIMIZERS as TABLE
+    from pipeline.heads.training import balanced_class_weight, make_optimizer
+
+    assert set(OPTIMIZERS) < set(TABLE) and "adamw" in TABLE
+    for name in TABLE:
+        opt = make_optimizer(name, 1e-3)
+        assert isinstance(opt, keras.optimizers.Optimizer)
+        assert float(opt.learning_rate) == pytest.approx(1e-3)
+    with pytest.raises(PipelineError, match="optimizer 'adagrad': expected one of"):
+        make_optimizer("adagrad", 1e-3)
+    y = np.array([0, 0, 0, 2])  # class 1 absent: no entry
+    weights = balanced_class_weight(y, 3)
+    assert weights == {0: pytest.approx(4 / 6), 2: pytest.approx(2.0)}
+    assert all(type(k) is int for k in weights)
+
+
+def _tiny_model() -> keras.Model:
+    inp = keras.Input((3,))
+    model = keras.Model(inp, keras.layers.Dense(2, activation="softmax")(inp))
+    model.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy())
+    return model
+
+
+def test_keep_best_keeps_the_best_epoch_and_its_patience_across_restarts(tmp_path):
+    model = _tiny_model()
+    keep = KeepBest(tmp_path, patience=2)
+    keep.set_model(model)
+    assert keep.best == {} and keep.best_epoch is None and not keep.restore()
+    keep.checkpoint(0, 0.9)  # the starting point competes too
+    best_weights = [np.array(w) for w in model.get_weights()]
+    keep.on_epoch_end(0, {"val_loss": 1.0})  # epoch 1: worse, nothing saved
+    assert keep.best == {"epoch": 0, "val_loss": 0.9} and not model.stop_training
+    assert json.loads((tmp_path / KeepBest.STATE_FILE).read_text()) == keep.best
+
+    # A restart: a new callback on the same folder carries on (Keras' would start afresh).
+    again = KeepBest(tmp_path, patience=2)
+    again.set_model(model)
+    assert again.best_epoch == 0
+    model.set_weights([w + 1 for w in best_weights])
+    again.on_epoch_end(1, {"val_loss": float("nan")})  # epoch 2: not finite, not better
+    assert model.stop_training  # 2 epochs without a better val_loss since epoch 0
+    assert again.restore()
+    for got, want in zip(model.get_weights(), best_weights, strict=True):
+        np.testing.assert_array_equal(got, want)
+
+    model.stop_training = False
+    again.on_epoch_end(2, {"val_loss": 0.5})  # epoch 3: better, saved
+    assert again.best == {"epoch": 3, "val_loss": 0.5} and not model.stop_training
+    assert KeepBest(tmp_path).best_epoch == 3
+    assert [p.name for p in tmp_path.iterdir() if "weights" in p.name] == [
+        KeepBest.WEIGHTS_FILE]  # replaced atomically: no temporary file left
+    again.discard_weights()
+    assert not again.weights_path.exists() and again.state_path.exists()
+
+
+def test_keep_best_with_a_target_inside_a_fitted_model(tmp_path):
+    inner = _tiny_model()
+    outer = keras.Model(inner.inputs, inner.outputs)
+    outer.compile(keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy())
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(32, 3)).astype("float32"), rng.integers(0, 2, 32)
+    keep = KeepBest(tmp_path, patience=0, target=inner)
+    log = EpochLog(tmp_path / "history.json")
+    outer.fit(x, y, validation_data=(x, y), epochs=3, verbose=0, callbacks=[log, keep])
+    history = json.loads((tmp_path / "history.json").read_text())
+    assert history == log.history and len(history["val_loss"]) == 3 == len(history["seconds"])
+    assert keep.best["val_loss"] == pytest.approx(min(history["val_loss"]))
+    assert keep.best_epoch == int(np.argmin(history["val_loss"])) + 1
+
+
+def test_epoch_log_continues_a_file_and_replaces_redone_epochs(tmp_path):
+    path = tmp_path / "history.json"
+    path.write_text(json.dumps({"loss": [0.9, 0.8, 0.7], "seconds": [1.0, 1.0, 1.0]}))
+    log = EpochLog(path, epochs_done=2)  # the backup restores epoch 2; epoch 3 is redone
+    assert log.history == {"loss": [0.9, 0.8], "seconds": [1.0, 1.0]}
+    log.on_epoch_begin(2)
+    log.on_epoch_end(2, {"loss": 0.6, "val_loss": 0.65})
+    saved = json.loads(path.read_text())
+    assert saved["loss"] == [0.9, 0.8, 0.6] and saved["val_loss"] == [0.65]
+    assert len(saved["seconds"]) == 3 and saved["seconds"][-1] >= 0
+    assert EpochLog(path).history == saved
+    assert EpochLog(tmp_path / "none.json").history == {}
+
+
+def test_finetune_takes_options_from_the_head_runs_experiment_table(world, tmp_path):
+    import shutil
+
+    reports = tmp_path / "reports"
+    run = reports / world["runs"]["logreg"].name
+    shutil.copytree(world["runs"]["logreg"], run)
+    config = json.loads((run / "config.json").read_text())
+    table = {"epochs": 1, "augment": "none", "unfreeze_from": "none", "optimizer": "sgd",
+             "seed": 9, "patience": 0}
+    (run / "config.json").write_text(json.dumps({**config, "experiment": {"finetune": table}}))
+
+    res = finetune(run, seed=11, lr=2e-5, reports_dir=reports, quiet=True)
+    ft = json.loads((res.run_dir / "config.json").read_text())["finetune"]
+    assert ft["optimizer"] == "sgd" and ft["unfreeze_from"] == "None"  # from the table
+    assert ft["seed"] == 11 and ft["learning_rate"] == 2e-5  # given: wins over the table
+    assert ft["batch_size"] == 32 and ft["epochs_budget"] == 1 == res.epochs_run
+    assert ft["class_weight"] == "none"  # not given anywhere: the head's own setting
+
+    # An options object is taken whole (the table is not consulted); keywords still win.
+    res = finetune(run, FinetuneOptions(epochs=1, augment="none", unfreeze_from="none"),
+                   patience=0, ctx=Context.create(reports_dir=reports, quiet=True))
+    ft = json.loads((res.run_dir / "config.json").read_text())["finetune"]
+    assert ft["optimizer"] == "adam" and ft["seed"] == 0 and ft["patience"] == 0
+
+    bad = {**config, "experiment": {"finetune": {**table, "epochs": "many"}}}
+    (run / "config.json").write_text(json.dumps(bad))
+    with pytest.raises(PipelineError, match=r"experiment \[finetune\]: finetune: epochs "
+                       r"\(--epochs\) = 'many': expected a whole number") as e:
+        finetune(run, reports_dir=reports, quiet=True)
+    assert "\n" not in str(e.value)
+    with pytest.raises(PipelineError, match="--optimizer"):  # given values: before any work
+        finetune(tmp_path / "no-such-run", FinetuneOptions(epochs=1), optimizer="adagrad")

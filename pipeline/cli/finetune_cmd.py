@@ -11,6 +11,9 @@ from typing import Annotated
 import typer
 
 from pipeline.cli.app import app, table_console
+from pipeline.context import Context
+from pipeline.finetune.augment import parse_augment
+from pipeline.finetune.options import FinetuneOptions
 
 ReportsOpt = Annotated[Path | None, typer.Option(
     "--reports-dir", help="Run folders (default: $PIPELINE_REPORTS_DIR or ./reports).",
@@ -19,38 +22,32 @@ RUN_HELP = ("A run id from the leaderboard (or a unique prefix of one), 'best' (
             "of the leaderboard by validation metric), or a run folder path.")
 
 
+def _opt(name: str, *flags: str, show_default: str | None = None) -> typer.models.OptionInfo:
+    """A ``pipeline finetune`` flag whose help and shown default come from FinetuneOptions; its
+    value stays None when not given, so the experiment's [finetune] table can fill it."""
+    default = FinetuneOptions.default(name)
+    shown = f"{default:g}".replace("e-0", "e-") if isinstance(default, float) else str(default)
+    return typer.Option(*flags, help=FinetuneOptions.help(name),
+                        show_default=show_default or shown)
+
+
 @app.command()
 def finetune(
     run: Annotated[str, typer.Argument(
         help=RUN_HELP + " Must be a head run of kind dense, dense_mlp, logreg, linear_svm or "
         "mlp; 'best' picks the best head run.")] = "best",
-    epochs: Annotated[int | None, typer.Option(
-        help="Epoch budget. Training stops earlier when validation loss has not improved for "
-        "--patience epochs; the best epoch's weights are kept.", show_default="10")] = None,
-    learning_rate: Annotated[float | None, typer.Option(
-        "--learning-rate", "--lr", help="Step size; keep it small so the pretrained weights "
-        "are adjusted, not overwritten.", show_default="1e-5")] = None,
-    optimizer: Annotated[str | None, typer.Option(
-        help="adam | rmsprop | sgd.", show_default="adam")] = None,
-    unfreeze_from: Annotated[str | None, typer.Option(
-        "--unfreeze-from", help="Where training starts in the base's layers: a layer name "
-        "(e.g. block6a_expand_conv), an index (100, or -20 for the last 20 layers), a fraction "
-        "(0.3 = top 30%), 'all', or 'none' (head only). BatchNormalization always stays "
-        "frozen, in inference mode.", show_default="0.3")] = None,
-    augment: Annotated[str | None, typer.Option(
-        help="Training-only augmentation before the base: 'none', 'default', or options "
-        "flip=horizontal|vertical|horizontal_and_vertical|none, rotation=F (fraction of a "
-        "turn), zoom=F, translation=F, contrast=F joined by commas; unnamed options keep their "
-        "defaults.", show_default="flip=horizontal,rotation=0.1,zoom=0.1")] = None,
-    batch_size: Annotated[int | None, typer.Option(
-        help="Images per training step.", show_default="32")] = None,
-    patience: Annotated[int | None, typer.Option(
-        help="Epochs without a better validation loss before stopping (0: never).",
-        show_default="3")] = None,
-    class_weight: Annotated[str | None, typer.Option(
-        help="'balanced' or 'none'.", show_default="the head's setting")] = None,
-    seed: Annotated[int | None, typer.Option(
-        help="Seed for augmentation and shuffling.", show_default="0")] = None,
+    epochs: Annotated[int | None, _opt("epochs")] = None,
+    learning_rate: Annotated[float | None, _opt("learning_rate", "--learning-rate",
+                                                "--lr")] = None,
+    optimizer: Annotated[str | None, _opt("optimizer")] = None,
+    unfreeze_from: Annotated[str | None, _opt("unfreeze_from", "--unfreeze-from")] = None,
+    augment: Annotated[str | None, _opt(
+        "augment", show_default=parse_augment("default").describe())] = None,
+    batch_size: Annotated[int | None, _opt("batch_size")] = None,
+    patience: Annotated[int | None, _opt("patience")] = None,
+    class_weight: Annotated[str | None, _opt(
+        "class_weight", show_default="the head's setting")] = None,
+    seed: Annotated[int | None, _opt("seed")] = None,
     fresh: Annotated[bool, typer.Option(
         "--fresh", help="Start a new run folder even if an unfinished run with the same "
         "settings could be resumed.")] = False,
@@ -76,7 +73,7 @@ def finetune(
     run_finetune(run, epochs=epochs, learning_rate=learning_rate, optimizer=optimizer,
                  unfreeze_from=unfreeze_from, augment=augment, batch_size=batch_size,
                  patience=patience, class_weight=class_weight, seed=seed,
-                 reports_dir=reports_dir, resume=not fresh, quiet=quiet)
+                 ctx=Context.create(reports_dir=reports_dir, quiet=quiet), resume=not fresh)
 
 
 @app.command()

@@ -22,10 +22,12 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from dataclasses import dataclass
-
-import keras
+from typing import TYPE_CHECKING
 
 from pipeline.errors import PipelineError, did_you_mean
+
+if TYPE_CHECKING:
+    import keras
 
 DEFAULT_UNFREEZE = "0.3"
 
@@ -106,6 +108,8 @@ def start_index(base: keras.Model, spec: str | int | float | None) -> int | None
 
 
 def _walk(model: keras.Model) -> Iterator[keras.layers.Layer]:
+    import keras  # here, so that parse_unfreeze (and the options schema) need no TensorFlow
+
     for layer in model.layers:
         yield layer
         if isinstance(layer, keras.Model):
@@ -114,6 +118,8 @@ def _walk(model: keras.Model) -> Iterator[keras.layers.Layer]:
 
 def keep_inference_mode(base: keras.Model) -> None:
     """Freeze every BatchNormalization layer and zero every dropout rate inside ``base``."""
+    import keras
+
     for layer in _walk(base):
         if isinstance(layer, keras.layers.BatchNormalization):
             layer.trainable = False
@@ -123,6 +129,8 @@ def keep_inference_mode(base: keras.Model) -> None:
 
 def unfreeze(base: keras.Model, spec: str | int | float | None) -> Unfrozen:
     """Set ``trainable`` on the base's layers for ``spec`` (recompile the model afterwards)."""
+    import keras
+
     start = start_index(base, spec)
     if start is None:
         base.trainable = False
