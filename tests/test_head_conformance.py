@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from pipeline.errors import PipelineError
-from pipeline.finetune.fold import FOLDABLE, fold_head
+from pipeline.finetune.fold import fold_head
 from pipeline.heads import (
     Head,
     HeadSpec,
@@ -185,12 +185,12 @@ def test_every_registered_kind_is_checked():
     assert len(kinds) >= 9
     folds = {kind for kind, check in (c.values for c in CASES)
              if check is check_folds_into_equal_layers}
-    assert folds == set(layer_kinds()) == set(FOLDABLE)
+    assert folds == set(layer_kinds())
 
 
-def test_foldable_is_what_the_specs_declare():
-    """``FOLDABLE`` (kept for the modules that import it) is derived from the specs."""
-    assert FOLDABLE == ("dense", "dense_mlp", "logreg", "linear_svm", "mlp")
-    assert finetunable_kinds() == list(FOLDABLE)
+def test_capabilities_are_what_the_specs_declare():
+    """Which kinds fold and fine-tune is declared on the specs, nowhere else."""
+    assert layer_kinds() == ["dense", "dense_mlp", "logreg", "linear_svm", "mlp"]
+    assert finetunable_kinds() == layer_kinds()
     assert {s.kind for s in list_heads() if s.scaling == "superlinear"} == {
         "rbf_svm", "knn", "random_forest", "gradient_boosting"}

@@ -36,7 +36,7 @@ _EXPORTS: dict[str, str] = {
     "NO_AUGMENTATION": "augment", "Augmentation": "augment", "parse_augment": "augment",
     "EpochLog": "callbacks", "KeepBest": "callbacks",
     "Exported": "export", "export": "export",
-    "FOLDABLE": "fold", "FoldedHead": "fold", "fold_head": "fold",
+    "FoldedHead": "fold", "fold_head": "fold",
     "export_model": "model", "rebuild_classifier": "model", "training_model": "model",
     "DEFAULT_LEARNING_RATE": "options", "OPTIMIZERS": "options", "FinetuneOptions": "options",
     "Classifier": "predict", "Prediction": "predict", "load_classifier": "predict",
@@ -48,7 +48,7 @@ _EXPORTS: dict[str, str] = {
 }
 
 __all__ = [
-    "DEFAULT_LEARNING_RATE", "DEFAULT_UNFREEZE", "FOLDABLE", "NO_AUGMENTATION", "OPTIMIZERS",
+    "DEFAULT_LEARNING_RATE", "DEFAULT_UNFREEZE", "NO_AUGMENTATION", "OPTIMIZERS",
     "Augmentation", "Classifier", "EpochLog", "Exported", "FinetuneOptions", "FinetuneResult",
     "FoldedHead", "KeepBest", "Prediction", "RunRef", "Unfrozen", "export", "export_model",
     "finetune", "fold_head", "load_classifier", "parse_augment", "parse_unfreeze", "predict",
@@ -85,7 +85,7 @@ if TYPE_CHECKING:
     from pipeline.finetune.augment import NO_AUGMENTATION, Augmentation, parse_augment
     from pipeline.finetune.callbacks import EpochLog, KeepBest
     from pipeline.finetune.export import Exported, export
-    from pipeline.finetune.fold import FOLDABLE, FoldedHead, fold_head
+    from pipeline.finetune.fold import FoldedHead, fold_head
     from pipeline.finetune.model import export_model, rebuild_classifier, training_model
     from pipeline.finetune.options import DEFAULT_LEARNING_RATE, OPTIMIZERS, FinetuneOptions
     from pipeline.finetune.predict import Classifier, Prediction, load_classifier, predict

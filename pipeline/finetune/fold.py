@@ -27,12 +27,8 @@ import keras
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.heads.registry import finetunable_kinds, get_head_spec, layer_kinds
+from pipeline.heads.registry import finetunable_kinds, get_head_spec
 from pipeline.heads.sklearn_heads import fold_scaler
-
-#: The kinds that fold into layers, from their specs (built-in kinds, at import; code that
-#: must see kinds registered later calls :func:`pipeline.heads.layer_kinds`).
-FOLDABLE: tuple[str, ...] = tuple(layer_kinds())
 
 
 @dataclass

@@ -24,12 +24,13 @@ from pipeline.finetune.data import (
     load_splits,
 )
 from pipeline.finetune.evaluate import predict_proba
-from pipeline.finetune.fold import FOLDABLE
 from pipeline.finetune.model import Rebuilt, find_base, rebuild_classifier
 from pipeline.finetune.options import FinetuneOptions
 from pipeline.finetune.source import RunRef
 from pipeline.finetune.unfreeze import Unfrozen, unfreeze
 from pipeline.heads.metrics import classification_metrics
+from pipeline.heads.registry import finetunable_kinds
+from pipeline.runs.record import CacheRef
 from pipeline.runs.store import LoadedHead, load_head
 
 if TYPE_CHECKING:
@@ -65,8 +66,8 @@ class Prepared:
         return self.rebuilt.classifier
 
     @property
-    def cache_info(self) -> dict[str, Any]:
-        return self.src.config.get("cache", {})
+    def cache_info(self) -> CacheRef:
+        return self.src.record.cache
 
     @property
     def n_classes(self) -> int:
@@ -78,9 +79,8 @@ def prepare(src: RunRef, options: FinetuneOptions, ctx: Context) -> Prepared:
     loaded = load_foldable_head(src)
     if options.class_weight is None:
         options = options.replace(class_weight=loaded.params.get("class_weight", "none"))
-    cache_info = src.config.get("cache", {})
-    fs = load_run_cache(cache_info)
-    rebuilt = rebuild_classifier(cache_info, loaded)
+    fs = load_run_cache(src.record.cache)
+    rebuilt = rebuild_classifier(src.record.cache, loaded)
     unfrozen = unfreeze(find_base(rebuilt.classifier), options.unfreeze_spec)
     aug = options.augmentation
     settings = run_settings(src, fs.meta.get("key"), options)
@@ -101,11 +101,12 @@ def prepare(src: RunRef, options: FinetuneOptions, ctx: Context) -> Prepared:
 def load_foldable_head(src: RunRef) -> LoadedHead:
     """The run's head, refused unless it can be turned into Keras layers exactly."""
     loaded = load_head(src.run_dir)
-    if loaded.kind not in FOLDABLE:
+    finetunable = finetunable_kinds()
+    if loaded.kind not in finetunable:
         raise PipelineError(
             f"run {src.run_id} has a {loaded.kind!r} head, which cannot be turned into Keras "
             f"layers exactly, so it cannot be fine-tuned; fine-tune a run of one of: "
-            f"{', '.join(FOLDABLE)} (e.g. `pipeline fit-head CACHE --head logreg`)")
+            f"{', '.join(finetunable)} (e.g. `pipeline fit-head CACHE --head logreg`)")
     return loaded
 
 
@@ -113,7 +114,7 @@ def run_settings(src: RunRef, cache_key: str | None, options: FinetuneOptions
                  ) -> dict[str, Any]:
     """The settings that identify a run (``epochs`` is a budget, not part of them)."""
     return {
-        "source_run": src.run_id, "source_head_sha256": src.config["head"].get("sha256"),
+        "source_run": src.run_id, "source_head_sha256": src.record.head.sha256,
         "cache_key": cache_key, "unfreeze_from": str(options.unfreeze_spec),
         "learning_rate": float(options.learning_rate), "optimizer": options.optimizer,
         "augment": options.augmentation.as_dict(), "batch_size": options.batch_size,

@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from pipeline import settings
 from pipeline.errors import PipelineError, did_you_mean
+from pipeline.heads.registry import finetunable_kinds
 from pipeline.runs.leaderboard import leaderboard
 from pipeline.runs.record import CONFIG, FINETUNE_STAGE, RunMetrics, RunRecord
 from pipeline.runs.store import iter_runs
@@ -39,16 +39,6 @@ class RunRef:
     @property
     def is_finetuned(self) -> bool:
         return self.record.is_finetuned
-
-    @property
-    def config(self) -> dict[str, Any]:
-        """The record as a plain dict (what ``config.json`` holds, migrated)."""
-        return self.record.to_dict()
-
-    @property
-    def metrics(self) -> dict[str, Any]:
-        """The metrics as a plain dict (what ``metrics.json`` holds)."""
-        return self.run_metrics.to_dict()
 
 
 def resolve_run(ref: str | os.PathLike, reports_dir: str | os.PathLike | None = None, *,
@@ -73,14 +63,13 @@ def resolve_run(ref: str | os.PathLike, reports_dir: str | os.PathLike | None = 
 
 
 def _best(reports: Path, head_runs_only: bool) -> Path:
-    from pipeline.finetune.fold import FOLDABLE
-
+    finetunable = finetunable_kinds()
     finetuned = {str(d) for d, record, _ in iter_runs(reports) if record.is_finetuned}
     rows = leaderboard(reports)
     if head_runs_only:  # fine-tuning: the best run whose head can become Keras layers
-        rows = [r for r in rows if r["run_dir"] not in finetuned and r["head"] in FOLDABLE]
+        rows = [r for r in rows if r["run_dir"] not in finetuned and r["head"] in finetunable]
     if not rows:
-        what = f"head runs of a kind fine-tuning can start from ({', '.join(FOLDABLE)})" \
+        what = f"head runs of a kind fine-tuning can start from ({', '.join(finetunable)})" \
             if head_runs_only else "runs"
         raise PipelineError(f"no {what} under {reports}; fit heads first "
                             "(`pipeline fit-head CACHE`) or set --reports-dir")

@@ -134,7 +134,7 @@ def _options(src: RunRef, options: FinetuneOptions | None, given: dict[str, Any]
     """Given > the head run's experiment [finetune] table > default (an options object is
     taken whole, without the table)."""
     if options is None:
-        table = (src.config.get("experiment") or {}).get("finetune")
+        table = (src.record.experiment or {}).get("finetune")
         options = FinetuneOptions.from_mapping(table, f"run {src.run_id}: experiment [finetune]")
     return options.with_given(given)
 

@@ -73,6 +73,13 @@ if TYPE_CHECKING:
         parse_head_args,
         parse_param_arg,
     )
+    from pipeline.heads.metrics import (
+        DEFAULT_METRIC,
+        SELECTION_METRICS,
+        classification_metrics,
+    )
+    from pipeline.heads.options import FitOptions
+    from pipeline.heads.params import Param
     from pipeline.heads.registry import (
         finetunable_kinds,
         get_head_spec,
@@ -84,13 +91,6 @@ if TYPE_CHECKING:
         unregister_head,
     )
     from pipeline.heads.spec import Head, HeadSpec, full_proba
-    from pipeline.heads.metrics import (
-        DEFAULT_METRIC,
-        SELECTION_METRICS,
-        classification_metrics,
-    )
-    from pipeline.heads.options import FitOptions
-    from pipeline.heads.params import Param
     from pipeline.heads.sweep import (
         DEFAULT_SWEEP,
         Candidate,

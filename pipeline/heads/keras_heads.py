@@ -27,8 +27,10 @@ import numpy as np
 from pipeline.errors import PipelineError
 from pipeline.heads.params import P
 from pipeline.heads.spec import Head, HeadSpec
+from pipeline.heads.training import OPTIMIZERS as TRAINING_OPTIMIZERS
+from pipeline.heads.training import balanced_class_weight, make_optimizer
 
-OPTIMIZERS = ("adam", "adamw", "rmsprop", "sgd")
+OPTIMIZERS = tuple(TRAINING_OPTIMIZERS)
 
 
 def _keras() -> Any:
@@ -60,10 +62,8 @@ class KerasDenseHead(Head):
         x = keras.layers.Dropout(self.params["dropout"], name="dropout")(x)
         logits = keras.layers.Dense(self.n_classes, name="logits")(x)
         model = keras.Model(inputs, logits, name=self.kind)
-        opt = {"adam": keras.optimizers.Adam, "adamw": keras.optimizers.AdamW,
-               "rmsprop": keras.optimizers.RMSprop, "sgd": keras.optimizers.SGD}
         model.compile(
-            optimizer=opt[self.params["optimizer"]](learning_rate=self.params["learning_rate"]),
+            optimizer=make_optimizer(self.params["optimizer"], self.params["learning_rate"]),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
             metrics=["accuracy"],
             # Tiny models: XLA compilation costs more than it saves, and running several steps
@@ -89,9 +89,7 @@ class KerasDenseHead(Head):
                     restore_best_weights=True))
         class_weight = None
         if self.params.get("class_weight") == "balanced":
-            counts = np.bincount(y, minlength=self.n_classes)
-            class_weight = {c: float(len(y) / (np.count_nonzero(counts) * n))
-                            for c, n in enumerate(counts) if n > 0}
+            class_weight = balanced_class_weight(y, self.n_classes)
         keras.utils.set_random_seed(self.seed)
         hist = self.model.fit(x, y, validation_data=validation, epochs=self.params["epochs"],
                               batch_size=self.params["batch_size"], callbacks=callbacks,

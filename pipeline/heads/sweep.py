@@ -34,16 +34,11 @@ from pipeline.cache.store import SPLITS, FeatureSet, load_feature_set
 from pipeline.context import Context
 from pipeline.errors import PipelineError
 from pipeline.fileio import text_sha256
-from pipeline.heads.base import (
-    Head,
-    HeadConfig,
-    HeadGrid,
-    expand_grids,
-    get_head_spec,
-    make_grid,
-)
+from pipeline.heads.grid import HeadConfig, HeadGrid, expand_grids, make_grid
 from pipeline.heads.metrics import classification_metrics, score_key
 from pipeline.heads.options import FitOptions
+from pipeline.heads.registry import get_head_spec
+from pipeline.heads.spec import Head
 from pipeline.progress import Reporter
 
 #: The sweep run when no head is given: 11 configurations, well under a minute on ~1800x1280

@@ -24,7 +24,7 @@ from typing import Any, ClassVar, Self
 
 from pipeline.errors import PipelineError
 from pipeline.fileio import read_json, write_json
-from pipeline.heads.base import HeadConfig
+from pipeline.heads.grid import HeadConfig
 from pipeline.heads.params import format_params
 
 SCHEMA_VERSION = 2
