@@ -41,6 +41,7 @@ from typing import Any
 
 from pipeline.context import Context
 from pipeline.errors import PipelineError
+from pipeline.finetune.options import FinetuneOptions
 from pipeline.heads import FitOptions, SweepResult, as_grids
 from pipeline.runs import fit_heads
 
@@ -178,8 +179,9 @@ def parse_experiment(doc: Mapping[str, Any], source: Path | None = None) -> Expe
             raise PipelineError(f"{where}: heads must be [[heads]] tables with a 'kind'")
         as_grids(heads)  # validates kinds, parameter names and value types now
     finetune = doc.get("finetune")
-    if finetune is not None and not isinstance(finetune, dict):
-        raise PipelineError(f"{where}: [finetune] must be a table")
+    if finetune is not None:
+        # Checked now, kept as written: fine-tuning applies it under the values it is given.
+        FinetuneOptions.from_mapping(finetune, f"{where} [finetune]")
     return Experiment(data=data, bases=bases, name=name or (source.stem if source else ""),
                       extract=extract, fit=fit, heads=heads, finetune=finetune,
                       source=source, reports_dir=reports_dir)
@@ -191,9 +193,16 @@ def load_experiment(path: str | os.PathLike | None = None) -> Experiment:
         return parse_experiment(tomllib.loads(DEFAULT_EXPERIMENT_TOML))
     path = Path(path)
     try:
-        doc = tomllib.loads(path.read_text())
+        doc = tomllib.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise PipelineError(f"{path}: no such experiment file") from None
+    except IsADirectoryError:
+        raise PipelineError(f"{path}: is a folder; expected an experiment TOML file") from None
+    except UnicodeDecodeError:
+        raise PipelineError(f"{path}: not UTF-8 text; expected an experiment TOML file") \
+            from None
+    except OSError as e:
+        raise PipelineError(f"{path}: cannot read ({e.strerror or e})") from None
     except tomllib.TOMLDecodeError as e:
         raise PipelineError(f"{path}: not valid TOML ({e})") from None
     return parse_experiment(doc, source=path)
