@@ -70,7 +70,7 @@ class FeatureSetWriter:
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  tb: TracebackType | None) -> None:
-        stack, self._stack = self._stack, None
+        stack, self._stack, self._saver = self._stack, None, None
         try:
             if kind is None:
                 self.flush()
