@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -18,6 +18,9 @@ from rich.progress import (
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+if TYPE_CHECKING:  # annotation only: the result comes from the extract layer above
+    from pipeline.extract.result import ExtractResult
 
 
 class _Bar:
@@ -58,7 +61,8 @@ class Reporter:
             bar = _RateBar(progress, task, what)
             yield bar
 
-    def result(self, r: Any) -> None:
+    def result(self, r: ExtractResult) -> None:
+        """One extraction's outcome: skipped files (a warning), then hit or rows."""
         if r.skipped:
             listed = "; ".join(f"{sid} ({why})" for sid, why in r.skipped[:10])
             more = f" (+{len(r.skipped) - 10} more)" if len(r.skipped) > 10 else ""

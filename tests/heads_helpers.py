@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.cache import write_feature_set
+from pipeline.cache import FeatureSetInfo, write_feature_set
 
 
 def make_cache(path: Path, *, n: int = 300, d: int = 12, k: int = 2, seed: int = 0,
@@ -23,5 +23,5 @@ def make_cache(path: Path, *, n: int = 300, d: int = 12, k: int = 2, seed: int =
     return write_feature_set(
         path, features=x, labels=y, ids=[f"c{y[i]}/img{i:04d}.png" for i in range(n)],
         sha256=[f"{i:064x}" for i in range(n)], split=split,
-        meta={"class_names": [f"class{c}" for c in range(k)], "dataset": dataset,
-              "base": base, "key": f"{dataset}-{base}-{k}", "pooling": "avg"})
+        info=FeatureSetInfo(class_names=[f"class{c}" for c in range(k)], dataset=dataset,
+                            base=base, key=f"{dataset}-{base}-{k}", pooling="avg"))

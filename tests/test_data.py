@@ -189,3 +189,22 @@ def test_an_unreadable_image_is_a_named_error(image_folder: Path, monkeypatch):
     monkeypatch.setattr(builtins, "open", deny)
     with pytest.raises(PipelineError, match=r"cat/img001.png: cannot read \(Permission denied\)"):
         load_dataset(image_folder)
+
+
+def test_elpv_labels_from_probabilities():
+    from pipeline.data.builtin import elpv_label, elpv_probabilities
+
+    rows = elpv_probabilities()
+    assert len(rows) == 2624
+    assert all(min(abs(p - i / 3) for i in range(4)) < 1e-3 for _, p in rows)
+    assert [elpv_label(p) for p in (0.0, 0.3334, 0.6667, 1.0)] == [0, 0, 1, 1]
+    assert [elpv_label(p, levels=True) for p in (0.0, 0.3334, 0.6667, 1.0)] == [0, 1, 2, 3]
+
+
+def test_split_fractions_must_be_finite():
+    from pipeline.data.splits import fractions_problem
+
+    assert fractions_problem((0.7, 0.15, 0.15)) is None
+    assert fractions_problem((float("nan"), 0.5, 0.5)) is not None
+    with pytest.raises(PipelineError, match="expected three non-negative"):
+        load_dataset("elpv", split=(0.5, float("nan"), 0.5))

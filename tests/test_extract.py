@@ -15,24 +15,28 @@ import numpy as np
 import pytest
 from conftest import TINY, make_class_folder, make_image
 
-import pipeline.data.reader as reader
+import pipeline.data.decode as decode
 from pipeline.bases import build_extractor
 from pipeline.bases.forward import forward_fn
 from pipeline.cache import load_feature_set, verify_feature_set
 from pipeline.data.decode import decode_file
-from pipeline.extract import run_extraction
+from pipeline.data.reader import resize
+from pipeline.errors import PipelineError
+from pipeline.extract import ExtractOptions, run_extraction
 
 
 @pytest.fixture
 def count_decodes(monkeypatch):
+    """Paths decoded, counted at the public decoder. Tests that assert "nothing decoded"
+    first see the same fixture count a real run, so a moved patch point fails them."""
     calls = []
-    original = reader.decode_file
+    original = decode.decode_file
 
     def counting(path):
         calls.append(path)
         return original(path)
 
-    monkeypatch.setattr(reader, "decode_file", counting)
+    monkeypatch.setattr(decode, "decode_file", counting)
     return calls
 
 
@@ -40,7 +44,7 @@ def fresh_features(root: Path, ids, base="mobilenet_v2_0.35", size=32, **kw) -> 
     """A forward pass of each image on its own, outside the cache machinery."""
     ex = build_extractor(base, weights="none", input_size=size, **kw)
     fn = forward_fn(ex)
-    images = np.stack([reader.resize(decode_file(str(root / i)), size).numpy() for i in ids])
+    images = np.stack([resize(decode_file(str(root / i)), size).numpy() for i in ids])
     return fn(images)
 
 
@@ -119,6 +123,7 @@ def test_feature_options_shape_the_cache(image_folder):
 
 def test_a_new_split_seed_rewrites_the_split_without_decoding(image_folder, count_decodes):
     a = run_extraction(image_folder, **TINY)[0]
+    assert len(count_decodes) == 24
     count_decodes.clear()
     b = run_extraction(image_folder, **TINY, seed=7)[0]
     assert count_decodes == [] and b.n_new == 0 and a.path == b.path
@@ -229,3 +234,72 @@ def test_compression_changes_the_file_not_the_numbers(image_folder, tmp_path):
         np.testing.assert_array_equal(f["features"][()], before)
     with h5py.File(run_extraction(image_folder, **TINY)[0].path) as f:  # pooled: auto = raw
         assert f["features"].compression is None
+
+
+# -- the options schema ------------------------------------------------------------------
+EXPERIMENT_EXTRACT = {"weights": "none", "input_size": 64, "layer": "block_3_expand_relu",
+                      "pooling": "max", "dtype": "float16", "batch_size": 4,
+                      "split": [0.8, 0.1, 0.1], "seed": 3, "elpv_levels": True,
+                      "compression": "gzip"}
+
+
+def test_extract_options_take_every_experiment_key():
+    o = ExtractOptions.from_mapping(EXPERIMENT_EXTRACT, "experiment.toml [extract]")
+    assert o.split == (0.8, 0.1, 0.1) and o.compression == "gzip" and o.elpv_levels is True
+    assert o.to_dict() == EXPERIMENT_EXTRACT
+    assert ExtractOptions().split == (0.7, 0.15, 0.15) and ExtractOptions().weights == "imagenet"
+
+
+@pytest.mark.parametrize("table, fragment", [
+    ({"seed": "x"}, "seed = 'x': expected a whole number"),
+    ({"input_size": "big"}, "input_size = 'big': expected a whole number"),
+    ({"batch_size": 0}, "batch_size = 0: expected a value at least 1"),
+    ({"elpv_levels": 1}, "elpv_levels = 1: expected true or false"),
+    ({"split": [float("nan"), 0.5, 0.5]}, "split = (nan, 0.5, 0.5): expected three"),
+    ({"split": [0.5, float("inf"), 0.5]}, "expected three non-negative"),
+    ({"split": [0.7, 0.3]}, "expected three non-negative"),
+    ({"split": [0.5, 0.6, 0.1]}, "fractions must sum to 1"),
+    ({"split": "0.7,x,0.1"}, "split = '0.7,x,0.1': expected a list of"),
+    ({"pooling": "median"}, "unknown pooling; expected one of avg, max, flatten, none"),
+    ({"dtype": "int8"}, "unknown dtype"),
+    ({"compression": "zip"}, "unknown compression"),
+    ({"poolng": "avg"}, "unknown key(s) poolng (did you mean pooling?)"),
+])
+def test_extract_options_reject_bad_values_in_one_line(table, fragment):
+    with pytest.raises(PipelineError) as e:
+        ExtractOptions.from_mapping(table, "exp.toml [extract]")
+    message = str(e.value)
+    assert "\n" not in message and message.startswith("exp.toml [extract]: ")
+    assert fragment in message
+
+
+def test_unknown_keyword_fails_before_any_work(tmp_path):
+    with pytest.raises(PipelineError, match=r"unknown key\(s\) polling") as e:
+        run_extraction(tmp_path / "no-such-data", polling="avg")
+    assert "\n" not in str(e.value)
+
+
+def test_options_object_and_keywords_are_the_same_extraction(image_folder):
+    first = run_extraction(image_folder, **TINY)[0]
+    options = ExtractOptions(weights="none", input_size=32, batch_size=8)
+    again = run_extraction(image_folder, ["mobilenet_v2_0.35"], options, quiet=True)[0]
+    assert again.hit and again.path == first.path
+    third = run_extraction(image_folder, ["mobilenet_v2_0.35"], options, quiet=True, seed=5)[0]
+    assert not third.hit and third.n_new == 0
+    assert load_feature_set(third.path).info.split_seed == 5
+
+
+def test_cli_flags_take_defaults_and_help_from_the_schema():
+    import inspect
+    import typing
+
+    from pipeline.cli.extract_cmd import extract as command
+
+    params = inspect.signature(command).parameters
+    hints = typing.get_type_hints(command, include_extras=True)
+    for name in ExtractOptions.names():
+        default = ExtractOptions.default(name)
+        if name == "split":
+            default = ",".join(f"{f:g}" for f in default)
+        assert params[name].default == default, name
+        assert hints[name].__metadata__[0].help == ExtractOptions.help(name), name

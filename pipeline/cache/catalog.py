@@ -7,19 +7,22 @@ from pathlib import Path
 from typing import Any
 
 from pipeline import settings
-from pipeline.cache.store import SUFFIX, read_meta
+from pipeline.cache.info import FeatureSetInfo
+from pipeline.cache.store import SUFFIX, read_info
 from pipeline.errors import PipelineError
 
 
-def list_caches(cache_dir: str | os.PathLike | None = None) -> list[tuple[Path, dict[str, Any]]]:
-    """Every complete feature set under the cache folder, with its metadata."""
+def list_caches(cache_dir: str | os.PathLike | None = None
+                ) -> list[tuple[Path, FeatureSetInfo | None]]:
+    """Every complete feature set under the cache folder, with its record (``None`` when
+    it cannot be read)."""
     root = settings.cache_dir(cache_dir)
-    out = []
+    out: list[tuple[Path, FeatureSetInfo | None]] = []
     for path in sorted(root.glob(f"*{SUFFIX}")):
         try:
-            out.append((path, read_meta(path)))
+            out.append((path, read_info(path)))
         except PipelineError:
-            out.append((path, {}))
+            out.append((path, None))
     return out
 
 
@@ -40,20 +43,20 @@ def resolve_cache(name: str | os.PathLike, cache_dir: str | os.PathLike | None =
     raise PipelineError(f"{name}: no such feature cache (see `pipeline cache ls`)")
 
 
-def summary(path: Path, meta: dict[str, Any]) -> dict[str, Any]:
+def summary(path: Path, info: FeatureSetInfo | None) -> dict[str, Any]:
     """One row of ``pipeline cache ls``."""
     return {
         "file": path.name,
-        "dataset": meta.get("dataset", "?"),
-        "base": meta.get("base", "?"),
-        "pooling": meta.get("pooling"),
-        "layer": meta.get("layer"),
-        "input_size": meta.get("input_size"),
-        "weights": meta.get("weights"),
-        "rows": meta.get("n_samples"),
-        "feature_shape": meta.get("feature_shape"),
-        "dtype": meta.get("dtype"),
+        "dataset": info.dataset if info and info.dataset else "?",
+        "base": info.base if info and info.base else "?",
+        "pooling": info and info.pooling,
+        "layer": info and info.layer,
+        "input_size": info and info.input_size,
+        "weights": info and info.weights,
+        "rows": info and info.n_samples,
+        "feature_shape": info and info.feature_shape,
+        "dtype": info and info.dtype,
         "size_mb": round(path.stat().st_size / 2**20, 2),
-        "extracted_at": meta.get("extracted_at"),
-        "ok": bool(meta),
+        "extracted_at": info and info.extracted_at,
+        "ok": info is not None,
     }

@@ -8,33 +8,31 @@ so it changes exactly when the features would. No paths, no mtimes.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
 from collections.abc import Iterable
 from typing import Any
 
-from pipeline.cache.store import FORMAT_VERSION
+from pipeline.cache.info import FORMAT_VERSION
+from pipeline.fileio import json_sha256
 
-
-def _digest(obj: Any) -> str:
-    return hashlib.sha256(json.dumps(obj, sort_keys=True).encode()).hexdigest()
+# fileio.json_sha256 hashes the same bytes the keys were always made of (sorted-key JSON,
+# UTF-8), so every existing cache keeps its name.
 
 
 def options_key(extractor_options: dict[str, Any], dtype: str) -> str:
-    return _digest({"extractor": extractor_options, "dtype": dtype,
+    return json_sha256({"extractor": extractor_options, "dtype": dtype,
                     "format_version": FORMAT_VERSION})
 
 
 def content_key(options: str, sha256s: Iterable[str]) -> str:
-    return _digest({"options": options, "images": sorted(set(sha256s))})
+    return json_sha256({"options": options, "images": sorted(set(sha256s))})
 
 
 def dataset_digest(ids: Iterable[str], sha256s: Iterable[str], labels: Iterable[int],
                    splits: Iterable[str], class_names: list[str]) -> str:
     """What a feature set holds besides the numbers: which sample is what, in which split."""
     rows = sorted(zip(ids, sha256s, (int(v) for v in labels), splits, strict=True))
-    return _digest({"rows": rows, "classes": class_names})
+    return json_sha256({"rows": rows, "classes": class_names})
 
 
 def cache_file_name(dataset: str, base: str, options: str) -> str:

@@ -5,35 +5,40 @@ Layout (format version 1)::
     features   (N, *feature_shape)  float32|float16; spatial maps chunked + lzf-compressed
     ids        (N,)  utf-8 str      sample id = path relative to the dataset root
     sha256     (N,)  ascii S64      content hash of the image bytes
-    labels     (N,)  int32          index into meta["class_names"]
+    labels     (N,)  int32          index into info.class_names
     split      (N,)  ascii S10      "train" | "validation" | "test"
     skipped/ids, skipped/reasons    files that could not be decoded (never get a row)
-    attrs["meta"]                   JSON: class names, base, weights identity, layer, pooling,
+    attrs["info"]                   the record (:class:`~pipeline.cache.info.FeatureSetInfo`):
+                                    class names, base, weights identity, layer, pooling,
                                     input size, preprocessing, dtype, versions, key, timings ...
 
 A file is written to a temporary name and renamed into place only when complete, so a
-file under its final name is always whole; ``meta["features_sha256"]`` lets ``verify`` check
+file under its final name is always whole; ``info.features_sha256`` lets ``verify`` check
 the numbers themselves.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import h5py
 import numpy as np
 
+from pipeline.cache.info import FORMAT_VERSION, FeatureSetInfo
+from pipeline.data.splits import SPLITS
 from pipeline.errors import PipelineError
+from pipeline.fileio import atomic_path
 
-FORMAT_VERSION = 1
-SPLITS = ("train", "validation", "test")
+__all__ = ["COMPRESSIONS", "FORMAT_VERSION", "SPLITS", "SUFFIX", "FeatureSet",
+           "features_digest", "load_feature_set", "read_info", "read_meta",
+           "verify_feature_set", "write_feature_set"]
+
 SUFFIX = ".h5"
 
 
@@ -46,13 +51,18 @@ class FeatureSet:
     ids: np.ndarray
     sha256: np.ndarray
     split: np.ndarray
-    meta: dict[str, Any]
+    info: FeatureSetInfo
     skipped: list[tuple[str, str]] = field(default_factory=list)
     path: Path | None = None
 
     @property
+    def meta(self) -> MappingProxyType[str, Any]:
+        """The record as a read-only dict (for code that still reads ``meta["key"]``)."""
+        return MappingProxyType(self.info.to_dict())
+
+    @property
     def class_names(self) -> list[str]:
-        return list(self.meta["class_names"])
+        return list(self.info.class_names)
 
     @property
     def feature_shape(self) -> tuple[int, ...]:
@@ -87,56 +97,48 @@ def write_feature_set(
     ids: Sequence[str],
     sha256: Sequence[str],
     split: Sequence[str],
-    meta: dict[str, Any],
+    meta: Mapping[str, Any] | None = None,
+    info: FeatureSetInfo | None = None,
     skipped: Sequence[tuple[str, str]] = (),
     compression: str = "auto",
 ) -> Path:
     """Write a complete feature set atomically (temporary file, then rename).
 
+    The record is ``info``, or ``meta`` as plain values (it must hold ``class_names``;
+    unknown fields are a ``ValueError``). The row count, feature shape, dtype, a digest of
+    the features and the format version are filled in here.
+
     ``compression``: ``auto`` (lzf for rows over 16 KiB, i.e. spatial maps, raw otherwise),
     ``lzf``, ``gzip`` or ``none``.
-
-    ``meta`` must hold ``class_names``; the format version and a digest of the features are
-    added here.
     """
-    path = Path(path)
+    if (meta is None) == (info is None):
+        raise ValueError("give the record as exactly one of meta= or info=")
+    info = info if info is not None else FeatureSetInfo.from_dict(meta, strict=True)
     n = len(ids)
     if not (len(features) == len(labels) == len(sha256) == len(split) == n):
         raise ValueError("features, labels, ids, sha256 and split must have the same length")
-    if "class_names" not in meta:
-        raise ValueError("meta must hold class_names")
     bad = sorted(set(split) - set(SPLITS))
     if bad:
         raise ValueError(f"unknown split names {bad}; expected {SPLITS}")
-    meta = dict(meta, format_version=FORMAT_VERSION, n_samples=n,
-                features_sha256=features_digest(features),
-                feature_shape=list(features.shape[1:]), dtype=str(features.dtype))
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with h5py.File(tmp, "w") as f:
-            f.create_dataset("features", data=features, **_layout(features, compression))
-            f.create_dataset("ids", data=np.array(list(ids), dtype=object),
-                             dtype=h5py.string_dtype("utf-8"))
-            f.create_dataset("sha256", data=np.array(list(sha256), dtype="S64"))
-            f.create_dataset("labels", data=np.asarray(labels, dtype=np.int32))
-            f.create_dataset("split", data=np.array(list(split), dtype="S10"))
-            g = f.create_group("skipped")
-            g.create_dataset("ids", data=np.array([s[0] for s in skipped], dtype=object),
-                             dtype=h5py.string_dtype("utf-8"))
-            g.create_dataset("reasons", data=np.array([s[1] for s in skipped], dtype=object),
-                             dtype=h5py.string_dtype("utf-8"))
-            f.attrs["meta"] = json.dumps(meta, sort_keys=True)
-            # Mirrors for h5ls/h5dump users; "meta" is the source of truth.
-            for key in ("base", "pooling", "layer", "input_size", "key", "format_version"):
-                if meta.get(key) is not None:
-                    f.attrs[key] = meta[key]
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    info = info.replace(format_version=FORMAT_VERSION, n_samples=n,
+                        features_sha256=features_digest(features),
+                        feature_shape=list(features.shape[1:]), dtype=str(features.dtype))
+    layout = _layout(features, compression)
+    with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
+        f.create_dataset("features", data=features, **layout)
+        _strings(f, "ids", ids)
+        f.create_dataset("sha256", data=np.array(list(sha256), dtype="S64"))
+        f.create_dataset("labels", data=np.asarray(labels, dtype=np.int32))
+        f.create_dataset("split", data=np.array(list(split), dtype="S10"))
+        _strings(f, "skipped/ids", [s[0] for s in skipped])
+        _strings(f, "skipped/reasons", [s[1] for s in skipped])
+        info.write(f)
+    return Path(path)
+
+
+def _strings(f: h5py.File, name: str, values: Sequence[str]) -> None:
+    f.create_dataset(name, data=np.array(list(values), dtype=object),
+                     dtype=h5py.string_dtype("utf-8"))
 
 
 COMPRESSIONS = ("auto", "lzf", "gzip", "none")
@@ -159,17 +161,22 @@ def _layout(features: np.ndarray, compression: str) -> dict[str, Any]:
     return {"chunks": (chunk_rows, *features.shape[1:]), "compression": compression}
 
 
-def read_meta(path: str | os.PathLike) -> dict[str, Any]:
-    """The metadata of a feature-set file, without loading the features."""
+def read_info(path: str | os.PathLike) -> FeatureSetInfo:
+    """The record of a feature-set file, without loading the features."""
     with _open(path) as f:
-        return _meta(f, path)
+        return FeatureSetInfo.read(f, path)
+
+
+def read_meta(path: str | os.PathLike) -> dict[str, Any]:
+    """:func:`read_info` as plain values."""
+    return read_info(path).to_dict()
 
 
 def load_feature_set(path: str | os.PathLike, *, mmap_features: bool = False) -> FeatureSet:
     """Load a feature-set file written by :func:`write_feature_set` (or by ``extract``)."""
     path = Path(path)
     with _open(path) as f:
-        meta = _meta(f, path)
+        info = FeatureSetInfo.read(f, path)
         try:
             features = f["features"][()]
             ids = f["ids"].asstr()[()]
@@ -183,7 +190,7 @@ def load_feature_set(path: str | os.PathLike, *, mmap_features: bool = False) ->
     if not (len(features) == len(ids) == len(sha) == len(labels) == len(split)):
         raise PipelineError(f"{path}: corrupt feature cache (datasets of different lengths)")
     return FeatureSet(features=features, labels=labels, ids=np.asarray(ids, dtype=object),
-                      sha256=sha, split=split, meta=meta, skipped=skipped, path=path)
+                      sha256=sha, split=split, info=info, skipped=skipped, path=path)
 
 
 def verify_feature_set(path: str | os.PathLike) -> list[str]:
@@ -193,10 +200,10 @@ def verify_feature_set(path: str | os.PathLike) -> list[str]:
     except PipelineError as e:
         return [str(e)]
     problems = []
-    if features_digest(fs.features) != fs.meta.get("features_sha256"):
+    if features_digest(fs.features) != fs.info.features_sha256:
         problems.append("features do not match their recorded digest")
-    if fs.meta.get("format_version") != FORMAT_VERSION:
-        problems.append(f"format version {fs.meta.get('format_version')} != {FORMAT_VERSION}")
+    if fs.info.format_version != FORMAT_VERSION:
+        problems.append(f"format version {fs.info.format_version} != {FORMAT_VERSION}")
     if len(set(fs.ids)) != len(fs.ids):
         problems.append("duplicate sample ids")
     n_classes = len(fs.class_names)
@@ -217,13 +224,3 @@ def _open(path: str | os.PathLike) -> h5py.File:
         return h5py.File(path, "r")
     except OSError as e:
         raise PipelineError(f"{path}: not a readable HDF5 feature cache ({e})") from None
-
-
-def _meta(f: h5py.File, path: str | os.PathLike) -> dict[str, Any]:
-    raw = f.attrs.get("meta")
-    if raw is None:
-        raise PipelineError(f"{path}: not a feature cache written by pipeline (no metadata)")
-    try:
-        return json.loads(raw)
-    except ValueError:
-        raise PipelineError(f"{path}: corrupt feature cache metadata") from None

@@ -10,7 +10,9 @@ import typer
 from rich.table import Table
 
 from pipeline.cli.app import app, table_console
+from pipeline.context import Context
 from pipeline.errors import PipelineError
+from pipeline.extract.options import DEFAULT_BASE, ExtractOptions
 
 cache_app = typer.Typer(help="Inspect the feature cache: list, show metadata, check integrity.",
                         no_args_is_help=True)
@@ -21,12 +23,11 @@ CacheDirOpt = Annotated[Path | None, typer.Option(
     show_default=False)]
 
 
-def parse_fractions(text: str) -> tuple[float, ...]:
-    try:
-        return tuple(float(v) for v in text.split(","))
-    except ValueError:
-        raise PipelineError(f"--split {text!r}: expected three fractions like 0.7,0.15,0.15") \
-            from None
+XO = ExtractOptions  # flag defaults and help texts come from the options schema
+
+
+def _split_text(fractions: tuple[float, ...]) -> str:
+    return ",".join(f"{f:g}" for f in fractions)
 
 
 @app.command()
@@ -36,29 +37,22 @@ def extract(
         "a CSV manifest path,label[,split], or the builtin dataset 'elpv'.")] = "elpv",
     base: Annotated[list[str] | None, typer.Option(
         "--base", "-b", help="Registered base (repeat for several; each image is decoded once "
-        "for all). See `pipeline bases`.", show_default="efficientnet_lite0")] = None,
-    weights: Annotated[str, typer.Option(
-        help="'imagenet' (pretrained; offline for efficientnet_lite*, a Keras download for the "
-        "others), 'none' (seeded random init), or a path to a Keras weights file.")] = "imagenet",
+        "for all). See `pipeline bases`.", show_default=DEFAULT_BASE)] = None,
+    weights: Annotated[str, typer.Option(help=XO.help("weights"))] = XO.default("weights"),
     input_size: Annotated[int | None, typer.Option(
-        help="Square input size in pixels.", show_default="the base's")] = None,
-    layer: Annotated[str | None, typer.Option(
-        help="Cut the base at this inner layer (by name).")] = None,
-    pooling: Annotated[str, typer.Option(
-        help="avg | max | flatten | none (none keeps the spatial map).")] = "avg",
-    dtype: Annotated[str, typer.Option(help="Stored feature dtype: float32 | float16.")]
-    = "float32",
-    batch_size: Annotated[int, typer.Option(help="Images per forward pass.")] = 32,
-    split: Annotated[str, typer.Option(
-        help="train,validation,test fractions for datasets that bring no split.")]
-    = "0.7,0.15,0.15",
-    seed: Annotated[int, typer.Option(help="Seed of the split assignment.")] = 0,
+        help=XO.help("input_size"), show_default=False)] = XO.default("input_size"),
+    layer: Annotated[str | None, typer.Option(help=XO.help("layer"))] = XO.default("layer"),
+    pooling: Annotated[str, typer.Option(help=XO.help("pooling"))] = XO.default("pooling"),
+    dtype: Annotated[str, typer.Option(help=XO.help("dtype"))] = XO.default("dtype"),
+    batch_size: Annotated[int, typer.Option(help=XO.help("batch_size"))] \
+        = XO.default("batch_size"),
+    split: Annotated[str, typer.Option(help=XO.help("split"))] \
+        = _split_text(XO.default("split")),
+    seed: Annotated[int, typer.Option(help=XO.help("seed"))] = XO.default("seed"),
     elpv_levels: Annotated[bool, typer.Option(
-        "--elpv-levels", help="elpv: four classes (defect probability 0, 1/3, 2/3, 1) "
-        "instead of functional/defective.")] = False,
-    compression: Annotated[str, typer.Option(
-        help="auto (lzf for spatial maps, raw for pooled vectors: fastest to read) | lzf | "
-        "gzip | none.")] = "auto",
+        XO.spec("elpv_levels").flag, help=XO.help("elpv_levels"))] = XO.default("elpv_levels"),
+    compression: Annotated[str, typer.Option(help=XO.help("compression"))] \
+        = XO.default("compression"),
     cache_dir: CacheDirOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
@@ -69,12 +63,15 @@ def extract(
 
         pipeline extract elpv --base efficientnet_lite0 --base mobilenet_v2 --weights imagenet
     """
-    from pipeline.extract import DEFAULT_BASE, run_extraction
+    # Every option is checked here, before a dataset is hashed or a model built.
+    options = ExtractOptions.from_mapping(dict(
+        weights=weights, input_size=input_size, layer=layer, pooling=pooling, dtype=dtype,
+        batch_size=batch_size, split=split, seed=seed, elpv_levels=elpv_levels,
+        compression=compression))
+    from pipeline.extract import run_extraction
 
-    run_extraction(data, base or [DEFAULT_BASE], weights=weights, input_size=input_size,
-                   layer=layer, pooling=pooling, dtype=dtype, batch_size=batch_size,
-                   cache_dir=cache_dir, split=parse_fractions(split), seed=seed,
-                   elpv_levels=elpv_levels, compression=compression, quiet=quiet)
+    run_extraction(data, base or [DEFAULT_BASE], options,
+                   ctx=Context.create(cache_dir=cache_dir, quiet=quiet))
 
 
 @app.command()
@@ -105,7 +102,7 @@ def cache_ls(cache_dir: CacheDirOpt = None,
     """List the feature sets in the cache."""
     from pipeline.cache.catalog import list_caches, summary
 
-    rows = [summary(p, m) for p, m in list_caches(cache_dir)]
+    rows = [summary(p, info) for p, info in list_caches(cache_dir)]
     if as_json:
         typer.echo(json.dumps(rows, indent=2))
         return
@@ -133,7 +130,7 @@ def cache_info(cache: Annotated[str, typer.Argument(help="Cache file, or its nam
     from pipeline.cache.catalog import resolve_cache
 
     fs = load_feature_set(resolve_cache(cache, cache_dir))
-    info = dict(fs.meta, path=str(fs.path),
+    info = dict(fs.info.to_dict(), path=str(fs.path),
                 split_counts=dict(Counter(fs.split.tolist())),
                 class_counts={fs.class_names[k]: v for k, v in
                               sorted(Counter(fs.labels.tolist()).items())},

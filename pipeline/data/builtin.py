@@ -26,28 +26,32 @@ def elpv_root() -> Path:
     return Path(elpv_dataset.__file__).parent / "data"
 
 
-def load(name: str, levels: bool = False) -> Dataset:
-    if name != "elpv":
-        raise PipelineError(f"unknown builtin dataset {name!r}; known: {', '.join(NAMES)}")
-    root = elpv_root()
+def elpv_probabilities(root: Path | None = None) -> list[tuple[str, float]]:
+    """``(relative path, defect probability)`` of every ELPV image, from its ``labels.csv``."""
+    root = root or elpv_root()
     rows = []
     with open(root / "labels.csv", encoding="ascii") as f:
         for line in f:
             parts = line.split()
             if len(parts) >= 2:
                 rows.append((parts[0], float(parts[1])))
+    return rows
+
+
+def elpv_label(probability: float, levels: bool = False) -> int:
+    """The class of a defect probability: defective (1) from 0.5, or the nearest of the
+    four levels 0, 1/3, 2/3, 1 with ``levels``."""
     if levels:
-        class_names = list(LEVEL_NAMES)
+        return min(range(4), key=lambda i: abs(probability - i / 3))
+    return int(probability >= 0.5)
 
-        def label_of(p: float) -> int:
-            return min(range(4), key=lambda i: abs(p - i / 3))
-    else:
-        class_names = ["functional", "defective"]
 
-        def label_of(p: float) -> int:
-            return int(p >= 0.5)
-
-    samples = [Sample(id=rel, path=root / rel, label=label_of(p), sha256=sample_sha256(root / rel))
-               for rel, p in rows]
+def load(name: str, levels: bool = False) -> Dataset:
+    if name != "elpv":
+        raise PipelineError(f"unknown builtin dataset {name!r}; known: {', '.join(NAMES)}")
+    root = elpv_root()
+    class_names = list(LEVEL_NAMES) if levels else ["functional", "defective"]
+    samples = [Sample(id=rel, path=root / rel, label=elpv_label(p, levels),
+                      sha256=sample_sha256(root / rel)) for rel, p in elpv_probabilities(root)]
     return Dataset(name="elpv4" if levels else "elpv", source="elpv", root=root,
                    class_names=class_names, samples=samples, options={"elpv_levels": levels})

@@ -23,7 +23,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 import numpy as np
 import tensorflow as tf
 
-from pipeline.data.decode import DecodeError, decode_file
+from pipeline.data import decode
 
 
 def resize(image: np.ndarray | tf.Tensor, size: int) -> tf.Tensor:
@@ -33,8 +33,8 @@ def resize(image: np.ndarray | tf.Tensor, size: int) -> tf.Tensor:
 
 def _load(path: str, sizes: Sequence[int]) -> tuple[bool, list[np.ndarray] | str]:
     try:
-        image = decode_file(path)
-    except DecodeError as e:
+        image = decode.decode_file(path)  # looked up on use: one place to count decodes
+    except decode.DecodeError as e:
         return False, str(e)
     return True, [resize(image, s).numpy() for s in sizes]
 

@@ -6,13 +6,17 @@ A sample's **id** is its path relative to the dataset root (POSIX separators) an
 
 from __future__ import annotations
 
-import hashlib
-import os
 from collections import Counter
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from pipeline.errors import PipelineError
+
+# Re-exported: runs/ and finetune/ import it from here (the one implementation is fileio's).
+from pipeline.fileio import file_sha256
+
+__all__ = ["IMAGE_SUFFIXES", "Dataset", "Sample", "file_sha256", "is_image_file",
+           "sample_sha256"]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
@@ -52,15 +56,6 @@ def is_image_file(path: Path) -> bool:
     """Candidate images by name; hidden files are ignored (decoding decides the rest)."""
     return (not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
             and path.is_file())
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """The content hash of a file (``OSError`` if it cannot be read)."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def sample_sha256(path: Path) -> str:

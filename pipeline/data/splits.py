@@ -9,6 +9,7 @@ cut by the same thresholds, which stratifies it in expectation.
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Sequence
 from dataclasses import replace
 
@@ -19,13 +20,21 @@ SPLITS = ("train", "validation", "test")
 DEFAULT_FRACTIONS = (0.7, 0.15, 0.15)
 
 
-def validate_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
-    if len(fractions) != 3 or any(f < 0 for f in fractions) or fractions[0] <= 0:
-        raise PipelineError(f"--split {list(fractions)}: expected three non-negative "
-                            "fractions train,validation,test with train > 0")
+def fractions_problem(fractions: Sequence[float]) -> str | None:
+    """What is wrong with split fractions (without naming them), or None when they are fine."""
+    if (len(fractions) != 3 or not all(math.isfinite(f) and f >= 0 for f in fractions)
+            or fractions[0] <= 0):
+        return "expected three non-negative fractions train,validation,test with train > 0"
     total = sum(fractions)
     if abs(total - 1.0) > 1e-6:
-        raise PipelineError(f"--split {list(fractions)}: fractions must sum to 1 (got {total:g})")
+        return f"fractions must sum to 1 (got {total:g})"
+    return None
+
+
+def validate_fractions(fractions: Sequence[float]) -> tuple[float, float, float]:
+    problem = fractions_problem(fractions)
+    if problem:
+        raise PipelineError(f"--split {list(fractions)}: {problem}")
     return (float(fractions[0]), float(fractions[1]), float(fractions[2]))
 
 

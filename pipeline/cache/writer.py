@@ -1,0 +1,163 @@
+"""The feature-set writer: lock, resumable shards, known rows and the atomic finalize.
+
+In the spirit of Hugging Face datasets' ``ArrowWriter``: whatever computes features (the local
+engine today, a Ray engine later) feeds finished batches as content hashes + arrays; the
+writer knows nothing about models or image reading::
+
+    with FeatureSetWriter(path, feature_shape=(1280,), dtype="float32") as w:
+        w.resume()                                  # rows from the old file and from shards
+        todo = w.missing(all_sha256s)
+        for shas, feats in compute(todo):
+            w.add(shas, feats)                      # kept, and saved as a shard
+        w.finalize(ids=..., sha256=..., labels=..., split=..., info=...)
+
+While the writer is open it holds the cache's lock, so two extractions of one cache never
+interleave (the second waits). Every added batch is saved as a shard in the background, so a
+killed run resumes from them. ``finalize`` writes the HDF5 file in the order given under a
+temporary name and renames it into place, then clears the shards: nothing appears under the
+final name until it is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+from types import TracebackType
+from typing import Self
+
+import numpy as np
+
+from pipeline.cache.info import FeatureSetInfo
+from pipeline.cache.store import load_feature_set, read_info, write_feature_set
+from pipeline.cache.work import WorkShards
+from pipeline.errors import PipelineError
+from pipeline.fileio import file_lock
+from pipeline.progress import Reporter
+
+
+class FeatureSetWriter:
+    """Writes one feature set (one HDF5 file); use it as a context manager."""
+
+    def __init__(self, path: str | Path, *, feature_shape: Sequence[int], dtype: str,
+                 compression: str = "auto", report: Reporter | None = None):
+        self.path = Path(path)
+        self.feature_shape = tuple(int(d) for d in feature_shape)
+        self.dtype = np.dtype(dtype)
+        self.compression = compression
+        self.report = report or Reporter(quiet=True)
+        self.shards = WorkShards(self.path.with_suffix(".work"))
+        self.lock_path = self.path.parent / f".{self.path.stem}.lock"  # hidden; outlives runs
+        #: Rows already computed, by content hash.
+        self.rows: dict[str, np.ndarray] = {}
+        #: Rows added by this writer (not reused).
+        self.n_added = 0
+        self._stack: contextlib.ExitStack | None = None
+        self._saver: ThreadPoolExecutor | None = None
+        self._pending: list[Future] = []
+        self._existing: FeatureSetInfo | None = None
+        self._existing_read = False
+
+    # -- the lock and the background shard saver ----------------------------------------
+    def __enter__(self) -> Self:
+        stack = contextlib.ExitStack()
+        stack.enter_context(file_lock(self.lock_path, on_wait=lambda: self.report.line(
+            f"waiting for another extraction of {self.path}")))
+        self._saver = stack.enter_context(ThreadPoolExecutor(max_workers=1))
+        self._stack = stack
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        stack, self._stack, self._saver = self._stack, None, None
+        try:
+            if kind is None:
+                self.flush()
+        finally:
+            if stack is not None:
+                stack.close()  # waits for shards being saved, then releases the lock
+
+    def _require_open(self) -> ThreadPoolExecutor:
+        if self._saver is None or self._stack is None:
+            raise RuntimeError("use FeatureSetWriter as a context manager (it holds the lock)")
+        return self._saver
+
+    # -- what is already known -----------------------------------------------------------
+    def existing_info(self) -> FeatureSetInfo | None:
+        """The record of the complete file under the final name; ``None`` when there is none
+        or it cannot be read (warned: it will be rebuilt)."""
+        if not self._existing_read and self.path.exists():
+            try:
+                self._existing = read_info(self.path)
+            except PipelineError as e:
+                self.report.warn(f"{e}; rebuilding it")
+        self._existing_read = True
+        return self._existing
+
+    def resume(self) -> int:
+        """Load the rows already computed: from the existing file (when readable) and from
+        the finished shards of an interrupted run. Returns how many rows are known."""
+        self._require_open()
+        if self.existing_info() is not None:
+            try:
+                fs = load_feature_set(self.path)
+            except PipelineError as e:
+                self.report.warn(f"{e}; rebuilding it")
+            else:
+                self.rows.update(zip(fs.sha256, fs.features, strict=True))
+        self.rows.update(self.shards.load())
+        return len(self.rows)
+
+    def __contains__(self, sha256: str) -> bool:
+        return sha256 in self.rows
+
+    def missing(self, sha256s: Iterable[str]) -> set[str]:
+        """The content hashes among ``sha256s`` that have no row yet."""
+        return {s for s in sha256s if s not in self.rows}
+
+    # -- feeding -------------------------------------------------------------------------
+    def add(self, sha256s: Sequence[str], features: np.ndarray) -> None:
+        """Add a finished batch: kept for the final file and saved as a shard (in the
+        background; a failed save is raised by a later call)."""
+        saver = self._require_open()
+        features = np.asarray(features).astype(self.dtype, copy=False)
+        if len(features) != len(sha256s) or features.shape[1:] != self.feature_shape:
+            raise ValueError(f"batch of {len(sha256s)} hashes and features {features.shape}; "
+                             f"expected rows of shape {self.feature_shape}")
+        self.rows.update(zip(sha256s, features, strict=True))
+        self.n_added += len(sha256s)
+        self._pending.append(saver.submit(self.shards.save, list(sha256s), features))
+        self._reap(wait=False)
+
+    def flush(self) -> None:
+        """Wait until every added batch is saved as a shard."""
+        self._reap(wait=True)
+
+    def _reap(self, wait: bool) -> None:
+        done = [f for f in self._pending if wait or f.done()]
+        self._pending = [f for f in self._pending if f not in done]
+        for f in done:
+            f.result()  # surface a failed save
+
+    # -- the end -------------------------------------------------------------------------
+    def finalize(self, *, ids: Sequence[str], sha256: Sequence[str], labels: Sequence[int],
+                 split: Sequence[str], info: FeatureSetInfo,
+                 skipped: Sequence[tuple[str, str]] = ()) -> Path:
+        """Write the feature set with one row per entry, in the order given (every hash must
+        have a row), rename it into place, and clear the shards."""
+        self._require_open()
+        self.flush()
+        absent = self.missing(sha256)
+        if absent:
+            raise ValueError(f"{len(absent)} rows have no features, e.g. {sorted(absent)[0]}")
+        if len(sha256):
+            features = np.stack([self.rows[s] for s in sha256])
+        else:
+            features = np.zeros((0, *self.feature_shape), dtype=self.dtype)
+        write_feature_set(self.path, features=features, labels=labels, ids=ids,
+                          sha256=sha256, split=split, info=info, skipped=skipped,
+                          compression=self.compression)
+        self._existing, self._existing_read = info, False
+        self.shards.clear()
+        return self.path
