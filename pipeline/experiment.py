@@ -41,6 +41,7 @@ from typing import Any
 
 from pipeline.context import Context
 from pipeline.errors import PipelineError
+from pipeline.extract.options import ExtractOptions
 from pipeline.finetune.options import FinetuneOptions
 from pipeline.heads import FitOptions, SweepResult, as_grids
 from pipeline.runs import fit_heads
@@ -80,8 +81,8 @@ class_weight = "none"
 """
 
 TOP_KEYS = ("name", "data", "bases", "extract", "fit", "heads", "finetune")
-EXTRACT_KEYS = ("weights", "input_size", "layer", "pooling", "dtype", "batch_size", "split",
-                "seed", "elpv_levels", "cache_dir")
+#: [extract] takes the options of the extraction stage, plus where the caches go.
+EXTRACT_KEYS = (*ExtractOptions.names(), "cache_dir")
 #: [fit] takes the options of the heads stage, plus where the runs go.
 FIT_KEYS = (*FitOptions.names(), "reports_dir")
 
@@ -93,6 +94,8 @@ class Experiment:
     data: str
     bases: list[str]
     name: str = ""
+    #: The [extract] table as given (checked by :class:`ExtractOptions`; the stage's defaults
+    #: fill the rest when it runs).
     extract: dict[str, Any] = field(default_factory=dict)
     fit: FitOptions = field(default_factory=FitOptions)
     heads: list[dict[str, Any]] | None = None
@@ -100,13 +103,18 @@ class Experiment:
     source: Path | None = None
     #: ``[fit] reports_dir``: where the runs go unless the caller says otherwise.
     reports_dir: str | None = None
+    #: ``[extract] cache_dir``: where the caches go unless the caller says otherwise.
+    cache_dir: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         fit = self.fit.to_dict()
         if self.reports_dir is not None:
             fit["reports_dir"] = self.reports_dir
+        extract = dict(self.extract)
+        if self.cache_dir is not None:
+            extract["cache_dir"] = self.cache_dir
         out: dict[str, Any] = {"name": self.name, "data": self.data, "bases": self.bases,
-                               "extract": self.extract, "fit": fit}
+                               "extract": extract, "fit": fit}
         if self.heads is not None:
             out["heads"] = self.heads
         if self.finetune is not None:
@@ -155,14 +163,15 @@ def _fit(doc: Mapping[str, Any], where: str) -> tuple[FitOptions, str | None]:
     return FitOptions.from_mapping(table, f"{where} [fit]"), reports_dir
 
 
-def _extract(doc: Mapping[str, Any], where: str) -> dict[str, Any]:
+def _extract(doc: Mapping[str, Any], where: str) -> tuple[dict[str, Any], str | None]:
+    """[extract]: the extraction options as given (each checked now), and ``cache_dir``."""
     table = _table(doc, "extract", EXTRACT_KEYS, where)
-    split = table.get("split")
-    if split is not None and (not isinstance(split, list) or len(split) != 3
-                              or not all(isinstance(v, int | float) for v in split)):
-        raise PipelineError(f"{where} [extract]: split must be three fractions "
-                            "[train, validation, test]")
-    return table
+    cache_dir = table.pop("cache_dir", None)
+    if cache_dir is not None and (not isinstance(cache_dir, str) or not cache_dir):
+        raise PipelineError(f"{where} [extract]: cache_dir = {cache_dir!r}: expected a folder "
+                            "path (a string)")
+    options = ExtractOptions.from_mapping(table, f"{where} [extract]")
+    return {k: getattr(options, k) for k in table}, cache_dir
 
 
 def parse_experiment(doc: Mapping[str, Any], source: Path | None = None) -> Experiment:
@@ -171,7 +180,7 @@ def parse_experiment(doc: Mapping[str, Any], source: Path | None = None) -> Expe
     where = str(source or "experiment")
     _unknown(where, doc, TOP_KEYS)
     data, bases, name = _data_and_bases(doc, where)
-    extract = _extract(doc, where)
+    extract, cache_dir = _extract(doc, where)
     fit, reports_dir = _fit(doc, where)
     heads = doc.get("heads")
     if heads is not None:
@@ -184,7 +193,7 @@ def parse_experiment(doc: Mapping[str, Any], source: Path | None = None) -> Expe
         FinetuneOptions.from_mapping(finetune, f"{where} [finetune]")
     return Experiment(data=data, bases=bases, name=name or (source.stem if source else ""),
                       extract=extract, fit=fit, heads=heads, finetune=finetune,
-                      source=source, reports_dir=reports_dir)
+                      source=source, reports_dir=reports_dir, cache_dir=cache_dir)
 
 
 def load_experiment(path: str | os.PathLike | None = None) -> Experiment:
@@ -237,18 +246,14 @@ def run_experiment(
     if not isinstance(experiment, Experiment):
         experiment = load_experiment(experiment)
     options = experiment.fit.replace(jobs=jobs)  # checked before any extraction
-    ctx = Context.create(cache_dir=cache_dir,
-                         reports_dir=reports_dir if reports_dir is not None
-                         else experiment.reports_dir, quiet=quiet)
+    ctx = Context.create(
+        cache_dir=cache_dir if cache_dir is not None else experiment.cache_dir,
+        reports_dir=reports_dir if reports_dir is not None else experiment.reports_dir,
+        quiet=quiet)
     if extract_fn is None:
         from pipeline.extract import extract as extract_fn
-    ex = dict(experiment.extract)
-    if "split" in ex:
-        ex["split"] = tuple(ex["split"])
-    if cache_dir is not None:
-        ex["cache_dir"] = cache_dir
-    caches = [Path(p) for p in extract_fn(experiment.data, tuple(experiment.bases),
-                                          quiet=quiet, **ex)]
+    caches = [Path(p) for p in extract_fn(experiment.data, tuple(experiment.bases), ctx=ctx,
+                                          **experiment.extract)]
     extra = {"name": experiment.name,
              "source": str(experiment.source) if experiment.source else None,
              **experiment.as_dict()}

@@ -70,7 +70,8 @@ def _describe(tp: Any) -> str:
         inner = [_describe(a) for a in args if a is not type(None)]
         return " or ".join(inner) + (" (or none)" if type(None) in args else "")
     if origin is tuple:
-        return f"a list of {_describe(args[0])}s"
+        plural = {int: "whole numbers", float: "numbers", str: "strings"}
+        return f"a list of {plural.get(args[0], _describe(args[0]))}"
     return {bool: "true or false", int: "a whole number", float: "a number", str: "a string",
             Path: "a path"}.get(tp, getattr(tp, "__name__", str(tp)))
 
@@ -217,8 +218,9 @@ class Options:
             return cls(**values)
         try:
             return cls(**values)
-        except PipelineError as e:
-            raise PipelineError(f"{where}: {e}") from None
+        except PipelineError as e:  # name the table as the caller knows it
+            text = str(e).removeprefix(f"{cls.SECTION}: ")
+            raise PipelineError(f"{where}: {text}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (paths as strings, tuples as lists) for records and TOML."""

@@ -1,6 +1,6 @@
 """The images behind a feature cache, for training end to end on exactly its split.
 
-The cache is the truth: its ``ids`` (paths relative to ``meta["dataset_root"]``), ``labels``
+The cache is the truth: its ``ids`` (paths relative to ``info.dataset_root``), ``labels``
 and ``split`` say which image belongs where, and its ``sha256`` column says what each file's
 bytes were when the features were extracted. Before any training every file is hashed again;
 a missing or changed file stops the run with one line, because the head's numbers (and any
@@ -43,11 +43,11 @@ def load_run_cache(cache: CacheRef | Mapping[str, Any]) -> FeatureSet:
         raise PipelineError(f"the run's feature cache {path} is gone; re-run `pipeline extract` "
                             "and fit the head again")
     fs = load_feature_set(path)
-    if cache.key and fs.meta.get("key") != cache.key:
+    if cache.key and fs.info.key != cache.key:
         raise PipelineError(f"{path} was rebuilt since the head was fitted (cache key "
-                            f"{str(fs.meta.get('key'))[:12]}... != {cache.key[:12]}...); "
+                            f"{str(fs.info.key)[:12]}... != {cache.key[:12]}...); "
                             "fit the head again on the current cache")
-    if not fs.meta.get("dataset_root"):
+    if not fs.info.dataset_root:
         raise PipelineError(f"{path} does not record where its images are (dataset_root); "
                             "re-run `pipeline extract` with this version")
     return fs
@@ -55,7 +55,7 @@ def load_run_cache(cache: CacheRef | Mapping[str, Any]) -> FeatureSet:
 
 def image_paths(fs: FeatureSet) -> list[Path]:
     """``dataset_root / id`` for every row of the cache."""
-    root = Path(fs.meta["dataset_root"])
+    root = Path(fs.info.dataset_root)
     return [root / str(i) for i in fs.ids]
 
 
@@ -79,7 +79,7 @@ def check_dataset(fs: FeatureSet, paths: list[Path] | None = None) -> list[Path]
                                            else "")
         raise PipelineError(
             f"dataset changed since extraction: {len(problems)} of {len(paths)} images under "
-            f"{fs.meta['dataset_root']} no longer match the cache ({shown}); re-run "
+            f"{fs.info.dataset_root} no longer match the cache ({shown}); re-run "
             "`pipeline extract` and fit the head again")
     return paths
 

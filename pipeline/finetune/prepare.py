@@ -83,7 +83,7 @@ def prepare(src: RunRef, options: FinetuneOptions, ctx: Context) -> Prepared:
     rebuilt = rebuild_classifier(src.record.cache, loaded)
     unfrozen = unfreeze(find_base(rebuilt.classifier), options.unfreeze_spec)
     aug = options.augmentation
-    settings = run_settings(src, fs.meta.get("key"), options)
+    settings = run_settings(src, fs.info.key, options)
     ctx.report.line(f"fine-tuning {src.run_id}: {rebuilt.base_name} + {loaded.kind} head "
                     f"({rebuilt.folded.how}); {unfrozen.describe()}; augmentation "
                     f"{aug.describe()}")

@@ -141,7 +141,7 @@ def _options(src: RunRef, options: FinetuneOptions | None, given: dict[str, Any]
 
 def _name_parts(prepared: Prepared) -> tuple[str, ...]:
     cache = prepared.cache_info
-    return (str(cache.get("dataset") or "data"), str(cache.get("base") or "base"),
+    return (str(cache.dataset or "data"), str(cache.base or "base"),
             f"{prepared.loaded.kind}-finetune")
 
 

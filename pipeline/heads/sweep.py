@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.cache.info import FeatureSetInfo
 from pipeline.cache.store import SPLITS, FeatureSet, load_feature_set
 from pipeline.context import Context
 from pipeline.errors import PipelineError
@@ -114,22 +115,22 @@ class Split:
     """The rows of one cache separated by split, with what reports need about the cache."""
 
     path: Path
-    meta: dict[str, Any]
+    info: FeatureSetInfo
     x: dict[str, np.ndarray]
     y: dict[str, np.ndarray]
     ids_digest: dict[str, str]
 
     @property
     def class_names(self) -> list[str]:
-        return list(self.meta["class_names"])
+        return list(self.info.class_names)
 
     @property
     def dataset(self) -> str:
-        return str(self.meta.get("dataset") or self.path.stem)
+        return str(self.info.dataset or self.path.stem)
 
     @property
     def base(self) -> str:
-        return str(self.meta.get("base") or "features")
+        return str(self.info.base or "features")
 
 
 def prepare(fs: FeatureSet) -> Split:
@@ -148,7 +149,7 @@ def prepare(fs: FeatureSet) -> Split:
         digests[s] = text_sha256("\n".join(ids))
     if len(np.unique(y["train"])) < 2:
         raise PipelineError(f"{path}: the training split holds only one class")
-    return Split(path=path, meta=fs.meta, x=x, y=y, ids_digest=digests)
+    return Split(path=path, info=fs.info, x=x, y=y, ids_digest=digests)
 
 
 @dataclass

@@ -22,14 +22,14 @@ from pipeline.runs.plots import plot_confusion, plot_learning_curve
 from pipeline.runs.record import CacheRef, RunMetrics, RunRecord, Selection
 from pipeline.runs.store import new_run_dir, save_head
 
-#: The cache metadata keys a run records as they are.
+#: The fields of the cache's record a run records as they are.
 _CACHE_META = ("key", "dataset_source", "weights", "weights_id", "layer", "pooling",
                "input_size", "preprocessing", "dtype", "feature_shape", "class_names")
 
 
 def cache_ref(d: Split) -> CacheRef:
     """What a run records about the cache it was fitted on."""
-    meta = {k: d.meta.get(k) for k in _CACHE_META}
+    meta = {k: getattr(d.info, k) for k in _CACHE_META}
     counts = {f"n_{s}": len(d.y[s]) for s in SPLITS}
     return CacheRef.from_dict({"path": str(Path(d.path).resolve()), "dataset": d.dataset,
                                "base": d.base, **meta, **counts,
