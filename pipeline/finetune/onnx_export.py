@@ -1,0 +1,445 @@
+"""Base + any head as one ONNX model for raw images (``pipeline export --format onnx``).
+
+The model has one input ``image`` (uint8 RGB, ``[N, H, W, 3]``, any height and width) and one
+output ``probabilities`` (float32, ``[N, n_classes]``, columns in class-name order)::
+
+    image -> cast -> bilinear resize -> preprocessing -> base -> pooling -> flat features
+          -> head (scikit-learn pipeline via skl2onnx, or a Keras dense head + softmax)
+
+Two graphs are converted separately and joined with ``onnx.compose.merge_models``:
+
+* the Keras part (:func:`onnx_feature_graph`) with Keras' own ``model.export(format="onnx")``
+  (Keras >= 3.8 on TensorFlow; it drives ``tf2onnx.convert.from_function``), falling back to
+  ``tf2onnx.convert.from_function`` on a ``tf.function`` with an input signature. The resize is
+  inside the graph, so the height and width stay dynamic;
+* the head (:func:`onnx_head_graph`) with ``skl2onnx`` for every scikit-learn kind (tree
+  ensembles, calibrated SVMs and kNN included), or through the Keras route for dense heads.
+
+The class names travel in the model's ``metadata_props``. :func:`check_onnx` runs the file in
+plain ``onnxruntime`` against the project's own probabilities. The ONNX libraries are the
+optional extra ``pipeline[onnx]``; they are imported inside the functions only.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import tempfile
+import warnings
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from pipeline.errors import PipelineError
+from pipeline.fileio import atomic_path
+
+if TYPE_CHECKING:
+    import keras
+    import onnx
+
+IMAGE = "image"
+FEATURES = "features"
+PROBABILITIES = "probabilities"
+#: Opset of the default domain: tf2onnx 1.17 converts up to 18, onnxruntime runs far newer.
+DEFAULT_OPSET = 17
+#: The issue's bar: probabilities within ATOL on all but (1 - MIN_AGREEMENT) of the rows,
+#: and the same predicted class on at least MIN_AGREEMENT of them.
+ATOL = 1e-4
+MIN_AGREEMENT = 0.999
+_EXTRA = "install the ONNX extra: pip install 'pipeline[onnx]'"
+
+
+def _require(module: str) -> Any:
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise PipelineError(f"exporting to ONNX needs {module.split('.')[0]}; {_EXTRA}") from None
+
+
+# --------------------------------------------------------------------------- Keras -> ONNX
+
+
+def _raw_image_model(feature_model: keras.Model) -> keras.Model:
+    """``uint8 image of any size -> float -> bilinear resize -> feature_model -> flat rows``.
+
+    A model that already takes uint8 images of any size (an exported one) is only flattened.
+    """
+    import keras
+
+    from pipeline.finetune.model import export_model
+
+    spec = feature_model.inputs[0]
+    raw = str(spec.dtype) == "uint8" and tuple(spec.shape[1:3]) == (None, None)
+    inner = feature_model if raw else export_model(feature_model)
+    inp = keras.Input((None, None, 3), dtype="uint8", name=IMAGE)
+    x = inner(inp, training=False)
+    if len(x.shape) > 2:
+        x = keras.layers.Flatten(name="flatten_features")(x)
+    model = keras.Model(inp, x, name="onnx_features")
+    model.trainable = False
+    return model
+
+
+def _keras_to_onnx(model: keras.Model, spec: Any, opset: int) -> onnx.ModelProto:
+    """Keras' own ONNX export; ``tf2onnx.convert.from_function`` where Keras lacks it."""
+    onnx = _require("onnx")
+    _require("tf2onnx")
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        # Keras' tf2onnx patch for numpy 2 touches np.object, which warns.
+        warnings.simplefilter("ignore", FutureWarning)
+        path = Path(tmp) / "model.onnx"
+        try:
+            model.export(str(path), format="onnx", input_signature=[spec],
+                         opset_version=opset, verbose=False)
+        except ValueError as e:  # Keras < 3.8: "Unrecognized format=onnx"
+            if "onnx" not in str(e).lower():
+                raise
+            return _tf2onnx_from_function(model, spec, opset)
+        return onnx.load(str(path))
+
+
+def _tf2onnx_from_function(model: keras.Model, spec: Any, opset: int) -> onnx.ModelProto:
+    """The fallback: a ``tf.function`` with an input signature through tf2onnx."""
+    import tensorflow as tf
+    import tf2onnx
+
+    with contextlib.suppress(ImportError):  # Keras' numpy-2 fixes for tf2onnx, if it has them
+        from keras.src.export.tf2onnx_lib import patch_tf2onnx
+
+        patch_tf2onnx()
+
+    @tf.function(input_signature=[spec])
+    def forward(x: Any) -> Any:
+        return model(x, training=False)
+
+    proto, _ = tf2onnx.convert.from_function(forward, input_signature=[spec], opset=opset)
+    return proto
+
+
+def _name_io(model: onnx.ModelProto, inp: str, out: str, dims: tuple) -> onnx.ModelProto:
+    """One input named ``inp`` with dims ``dims[0]``, one output ``out`` with ``dims[1]``."""
+    graph = model.graph
+    inputs = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise PipelineError(f"expected a graph with one input and one output, got "
+                            f"{[i.name for i in inputs]} -> {[o.name for o in graph.output]}")
+    _rename_value(graph, inputs[0].name, inp)
+    _rename_value(graph, graph.output[0].name, out)
+    for value, shape in ((inputs[0], dims[0]), (graph.output[0], dims[1])):
+        for dim, want in zip(value.type.tensor_type.shape.dim, shape, strict=True):
+            if isinstance(want, str):
+                dim.dim_param = want
+            else:
+                dim.dim_value = want
+    return model
+
+
+def _rename_value(graph: Any, old: str, new: str) -> None:
+    """Rename a tensor everywhere in a graph (nodes, inputs, outputs, value infos)."""
+    if old == new:
+        return
+    for node in graph.node:
+        node.input[:] = [new if n == old else n for n in node.input]
+        node.output[:] = [new if n == old else n for n in node.output]
+    for value in (*graph.input, *graph.output, *graph.value_info):
+        if value.name == old:
+            value.name = new
+
+
+def onnx_feature_graph(feature_model: keras.Model, opset: int = DEFAULT_OPSET
+                       ) -> onnx.ModelProto:
+    """The Keras part as ONNX: ``image`` (uint8 ``[N, H, W, 3]``, any H and W) -> ``features``
+    (float32 ``[N, n_features]``, the feature array of each image flattened).
+
+    ``feature_model`` is an extractor model (float32 images in [0, 255] at its input size, e.g.
+    ``build_extractor(...).model``); the cast and the bilinear resize are added in front.
+    """
+    import tensorflow as tf
+
+    model = _raw_image_model(feature_model)
+    n_features = int(model.outputs[0].shape[-1])
+    spec = tf.TensorSpec([None, None, None, 3], tf.uint8, name=IMAGE)
+    proto = _keras_to_onnx(model, spec, opset)
+    return _name_io(proto, IMAGE, FEATURES, (("N", "H", "W", 3), ("N", n_features)))
+
+
+# --------------------------------------------------------------------------- the head
+
+
+def _fitted_head(head: Any) -> tuple[str, Any]:
+    """``("keras", model)`` or ``("sklearn", estimator)`` for a head, whatever wraps it: a
+    project ``Head`` (``.pipeline`` / ``.model``), a loaded run head (``.head``), a fitted
+    scikit-learn pipeline or estimator, or a Keras model that outputs logits."""
+    import keras
+
+    if isinstance(head, keras.Model):
+        return "keras", head
+    if hasattr(head, "classes_") and hasattr(head, "predict_proba"):
+        return "sklearn", head
+    for attr in ("pipeline", "model", "head"):
+        inner = getattr(head, attr, None)
+        if inner is not None and inner is not head:
+            return _fitted_head(inner)
+    raise PipelineError(f"cannot export a {type(head).__name__} head to ONNX: expected a "
+                        "fitted scikit-learn classifier or a Keras model")
+
+
+@contextlib.contextmanager
+def _tree_flags_as_ints() -> Iterator[None]:
+    """skl2onnx (1.20) passes Python ``False`` as a leaf's ``nodes_missing_value_tracks_true``
+    for HistGradientBoosting; protobuf >= 6 refuses booleans in an integer list. Cast them
+    while converting, and put skl2onnx back as it was afterwards."""
+    try:
+        from skl2onnx.common import tree_ensemble
+    except ImportError:  # pragma: no cover - a skl2onnx without the helper needs no fix
+        yield
+        return
+    original = tree_ensemble.add_node
+
+    def add_node(*args: Any, **kwargs: Any) -> Any:
+        flag = "nodes_missing_value_tracks_true"
+        if flag in kwargs:
+            kwargs[flag] = int(kwargs[flag])
+        return original(*args, **kwargs)
+
+    tree_ensemble.add_node = add_node
+    try:
+        yield
+    finally:
+        tree_ensemble.add_node = original
+
+
+def _sklearn_head_graph(estimator: Any, n_features: int, opset: int,
+                        n_classes: int) -> onnx.ModelProto:
+    skl2onnx = _require("skl2onnx")
+    from skl2onnx.common.data_types import FloatTensorType
+
+    classes = np.asarray(estimator.classes_)
+    if classes.dtype.kind not in "iu" or classes.min() < 0 or classes.max() >= n_classes:
+        raise PipelineError(f"the head's classes {classes.tolist()} are not indices into the "
+                            f"{n_classes} class names")
+    final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
+    with _tree_flags_as_ints(), warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # sklearn 1.9 deprecations read by it
+        proto = skl2onnx.convert_sklearn(
+            estimator, initial_types=[(FEATURES, FloatTensorType([None, n_features]))],
+            target_opset=opset, options={id(final): {"zipmap": False}})
+    graph = proto.graph
+    keep = [o for o in graph.output if o.name == PROBABILITIES]
+    if len(keep) != 1:
+        raise PipelineError(f"skl2onnx gave outputs {[o.name for o in graph.output]}, "
+                            f"expected {PROBABILITIES!r}")
+    del graph.output[:]
+    graph.output.extend(keep)  # the predicted label is argmax(probabilities)
+    if classes.tolist() != list(range(n_classes)):
+        _spread_columns(proto, classes, n_classes)
+    return _name_io(proto, FEATURES, PROBABILITIES, (("N", n_features), ("N", n_classes)))
+
+
+def _spread_columns(proto: onnx.ModelProto, classes: np.ndarray, n_classes: int) -> None:
+    """A head fitted without some class: put its columns where its classes are (zeros for the
+    others), by a 0/1 matrix product, which is exact."""
+    from onnx import helper, numpy_helper
+
+    graph = proto.graph
+    seen = f"{PROBABILITIES}_seen"
+    _rename_value(graph, PROBABILITIES, seen)
+    spread = np.zeros((len(classes), n_classes), dtype=np.float32)
+    spread[np.arange(len(classes)), classes] = 1.0
+    graph.initializer.append(numpy_helper.from_array(spread, "spread_columns"))
+    graph.node.append(helper.make_node("MatMul", [seen, "spread_columns"], [PROBABILITIES],
+                                       name="spread_columns"))
+    graph.output[0].name = PROBABILITIES
+    shape = graph.output[0].type.tensor_type.shape.dim
+    if len(shape) == 2:
+        shape[1].dim_value = n_classes
+
+
+def _keras_head_graph(model: keras.Model, n_features: int, opset: int,
+                      n_classes: int) -> onnx.ModelProto:
+    """A Keras dense head (logits) + softmax, through the same route as the feature graph."""
+    import keras
+    import tensorflow as tf
+
+    inp = keras.Input((n_features,), name=FEATURES)
+    probs = keras.layers.Softmax(name=PROBABILITIES)(model(inp, training=False))
+    wrapped = keras.Model(inp, probs, name="onnx_head")
+    wrapped.trainable = False
+    spec = tf.TensorSpec([None, n_features], tf.float32, name=FEATURES)
+    proto = _keras_to_onnx(wrapped, spec, opset)
+    return _name_io(proto, FEATURES, PROBABILITIES, (("N", n_features), ("N", n_classes)))
+
+
+def onnx_head_graph(head: Any, n_features: int, opset: int = DEFAULT_OPSET, *,
+                    n_classes: int | None = None) -> onnx.ModelProto:
+    """The head as ONNX: ``features`` (float32 ``[N, n_features]``) -> ``probabilities``
+    (float32 ``[N, n_classes]``).
+
+    ``head``: a fitted scikit-learn pipeline (scaler -> model, any kind), a Keras model that
+    outputs logits, or a project head wrapping one. ``n_classes`` defaults to the head's own
+    class count; a scikit-learn head fitted without some class gets zero columns for it.
+    """
+    family, fitted = _fitted_head(head)
+    if family == "keras":
+        out = int(fitted.outputs[0].shape[-1])
+        if n_classes is not None and n_classes != out:
+            raise PipelineError(f"the Keras head outputs {out} classes, expected {n_classes}")
+        return _keras_head_graph(fitted, n_features, opset, out)
+    count = n_classes if n_classes is not None else len(fitted.classes_)
+    return _sklearn_head_graph(fitted, n_features, opset, count)
+
+
+# --------------------------------------------------------------------------- one model
+
+
+def _opsets(model: onnx.ModelProto) -> dict[str, int]:
+    """Declared opsets, one per domain: the default domain and the domains nodes use (tf2onnx
+    declares ``ai.onnx.ml`` 2 without using it, which would clash with skl2onnx's 1)."""
+    used = {"", *(node.domain for node in model.graph.node)}
+    versions: dict[str, int] = {}
+    for entry in model.opset_import:
+        if entry.domain in used:
+            versions[entry.domain] = max(entry.version, versions.get(entry.domain, 0))
+    return versions
+
+
+def _set_opsets(model: onnx.ModelProto, versions: dict[str, int]) -> None:
+    from onnx import helper
+
+    del model.opset_import[:]
+    model.opset_import.extend(helper.make_opsetid(d, v) for d, v in sorted(versions.items()))
+
+
+def join_graphs(features: onnx.ModelProto, head: onnx.ModelProto) -> onnx.ModelProto:
+    """``image -> features`` joined to ``features -> probabilities``: one model, input
+    ``image``, output ``probabilities``; inner names prefixed ``features/`` and ``head/``."""
+    onnx = _require("onnx")
+    from onnx import compose, version_converter
+
+    features, head = onnx.ModelProto.FromString(features.SerializeToString()), \
+        onnx.ModelProto.FromString(head.SerializeToString())  # leave the caller's untouched
+    target = _opsets(features).get("", DEFAULT_OPSET)
+    if _opsets(head).get("", target) != target:
+        # skl2onnx declares the lowest opset its nodes need; bring it to the base's.
+        head = version_converter.convert_version(head, target)
+    for model in (features, head):
+        _set_opsets(model, _opsets(model))  # merge_models refuses repeated domains
+    ir = max(features.ir_version, head.ir_version)
+    features.ir_version = head.ir_version = ir
+    merged = compose.merge_models(features, head, io_map=[(FEATURES, FEATURES)],
+                                  prefix1=f"{FEATURES}/", prefix2="head/")
+    _rename_value(merged.graph, f"{FEATURES}/{IMAGE}", IMAGE)
+    _rename_value(merged.graph, f"head/{PROBABILITIES}", PROBABILITIES)
+    merged.graph.name = "pipeline_export"
+    onnx.checker.check_model(merged)
+    return merged
+
+
+def export_onnx(feature_model: keras.Model, head: Any, class_names: Sequence[str],
+                path: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
+                metadata: dict[str, Any] | None = None) -> Path:
+    """Write base + head as one ONNX model at ``path`` (atomically) and return the path.
+
+    ``metadata_props`` hold ``class_names`` (JSON list, the output column order), what the
+    input and output are, and ``metadata`` (values JSON-encoded unless strings).
+    """
+    from onnx import helper
+
+    n_features = int(np.prod([int(d) for d in feature_model.outputs[0].shape[1:]]))
+    graph_f = onnx_feature_graph(feature_model, opset)
+    graph_h = onnx_head_graph(head, n_features, opset, n_classes=len(class_names))
+    model = join_graphs(graph_f, graph_h)
+    props = {
+        "class_names": json.dumps(list(class_names)),
+        "input": "image: uint8 RGB images of any size, shape (batch, height, width, 3)",
+        "output": "probabilities: float32 (batch, n_classes), columns in class_names order",
+        "resize": "bilinear (tf.image.resize, no antialias), inside the model",
+        **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()},
+    }
+    helper.set_model_props(model, props)
+    model.producer_name = "pipeline"
+    with atomic_path(path, suffix=".onnx") as tmp:
+        tmp.write_bytes(model.SerializeToString())
+    return Path(path)
+
+
+def onnx_class_names(path: str | os.PathLike) -> list[str]:
+    """The class names an exported model's ``metadata_props`` record (output column order)."""
+    onnx = _require("onnx")
+    props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False)
+             .metadata_props}
+    if "class_names" not in props:
+        raise PipelineError(f"{path}: no class_names in its metadata; was it written by "
+                            "pipeline export --format onnx?")
+    return list(json.loads(props["class_names"]))
+
+
+# --------------------------------------------------------------------------- the check
+
+
+def _batches(images: Any, batch_size: int) -> Iterator[np.ndarray]:
+    """Batches of same-sized uint8 images, in order: from one ``[N, H, W, 3]`` array, or from
+    a sequence of ``[H, W, 3]`` arrays of any sizes (consecutive equal sizes batched)."""
+    if isinstance(images, np.ndarray) and images.ndim == 4:
+        for start in range(0, len(images), batch_size):
+            yield np.ascontiguousarray(images[start:start + batch_size], dtype=np.uint8)
+        return
+    run: list[np.ndarray] = []
+    for image in images:
+        image = np.asarray(image, dtype=np.uint8)
+        if run and (image.shape != run[0].shape or len(run) == batch_size):
+            yield np.stack(run)
+            run = []
+        run.append(image)
+    if run:
+        yield np.stack(run)
+
+
+def onnx_probabilities(path: str | os.PathLike, images: Any, *,
+                       batch_size: int = 32) -> np.ndarray:
+    """Run an exported model in plain ``onnxruntime`` (CPU) on uint8 images."""
+    ort = _require("onnxruntime")
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    out = [session.run([PROBABILITIES], {IMAGE: batch})[0]
+           for batch in _batches(images, batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+
+
+def check_onnx(path: str | os.PathLike, images: Any, expected_proba: np.ndarray, *,
+               atol: float = ATOL, min_agreement: float = MIN_AGREEMENT,
+               batch_size: int = 32, max_reported: int = 20) -> dict[str, Any]:
+    """Compare an exported model, run in plain ``onnxruntime``, with the project's own
+    probabilities on the same images (rows in the same order).
+
+    Passes (``ok``) when at least ``min_agreement`` of the rows have the same predicted class
+    *and* probabilities within ``atol``. Rows that miss either (a float32 tree threshold can
+    flip a row sitting on a split) are listed in ``off_rows`` (at most ``max_reported``) with
+    both classes, the difference and the expected top-two margin (how close to a tie it was).
+    """
+    expected = np.asarray(expected_proba, dtype=np.float64)
+    got = onnx_probabilities(path, images, batch_size=batch_size).astype(np.float64)
+    if got.shape != expected.shape:
+        raise PipelineError(f"the ONNX model gave probabilities of shape {got.shape}, "
+                            f"expected {expected.shape}")
+    n = len(expected)
+    diff = np.abs(got - expected).max(axis=1) if n else np.zeros(0)
+    want, have = expected.argmax(axis=1), got.argmax(axis=1)
+    off = np.flatnonzero((diff > atol) | (want != have))
+    top2 = np.sort(expected, axis=1)[:, -2:] if n else np.zeros((0, 2))
+    rows = [{"row": int(i), "expected_class": int(want[i]), "onnx_class": int(have[i]),
+             "max_abs_diff": float(diff[i]), "expected_margin": float(top2[i, 1] - top2[i, 0])}
+            for i in off[:max_reported]]
+    same = float(np.mean(want == have)) if n else 1.0
+    within = float(np.mean(diff <= atol)) if n else 1.0
+    return {
+        "rows": n, "max_abs_diff": float(diff.max()) if n else 0.0,
+        "same_class_fraction": same, "within_atol_fraction": within,
+        "atol": atol, "min_agreement": min_agreement,
+        "ok": same >= min_agreement and within >= min_agreement,
+        "n_off_rows": int(len(off)), "off_rows": rows,
+    }
