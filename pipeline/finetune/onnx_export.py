@@ -96,10 +96,13 @@ def _keras_to_onnx(model: keras.Model, spec: Any, opset: int) -> onnx.ModelProto
         try:
             model.export(str(path), format="onnx", input_signature=[spec],
                          opset_version=opset, verbose=False)
-        except ValueError as e:  # Keras < 3.8: "Unrecognized format=onnx"
-            if "onnx" not in str(e).lower():
-                raise
-            return _tf2onnx_from_function(model, spec, opset)
+        except (ValueError, TypeError) as e:
+            # Keras < 3.8 has no format="onnx" (ValueError); before ~3.12 export_onnx takes no
+            # opset_version (TypeError). tf2onnx directly does the same conversion.
+            try:
+                return _tf2onnx_from_function(model, spec, opset)
+            except Exception as fallback:
+                raise fallback from e
         return onnx.load(str(path))
 
 
