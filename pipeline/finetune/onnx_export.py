@@ -103,7 +103,12 @@ def _keras_to_onnx(model: keras.Model, spec: Any, opset: int) -> onnx.ModelProto
                 return _tf2onnx_from_function(model, spec, opset)
             except Exception as fallback:
                 raise fallback from e
-        return onnx.load(str(path))
+        proto = onnx.load(str(path))
+        if len(_graph_inputs(proto.graph)) > 1:
+            # Tensors a layer made outside its call (e.g. Normalization(mean=...)) come out
+            # as extra graph inputs; the fallback turns them back into constants.
+            return _tf2onnx_from_function(model, spec, opset)
+        return proto
 
 
 def _tf2onnx_from_function(model: keras.Model, spec: Any, opset: int) -> onnx.ModelProto:
@@ -121,13 +126,37 @@ def _tf2onnx_from_function(model: keras.Model, spec: Any, opset: int) -> onnx.Mo
         return model(x, training=False)
 
     proto, _ = tf2onnx.convert.from_function(forward, input_signature=[spec], opset=opset)
+    _bake_captured_tensors(proto, forward.get_concrete_function())
     return proto
+
+
+def _bake_captured_tensors(proto: onnx.ModelProto, concrete: Any) -> None:
+    """Captured (non-variable) tensors that tf2onnx left as graph inputs become initializers
+    holding their values (variables it already froze)."""
+    from onnx import numpy_helper
+
+    graph = proto.graph
+    loose = {value.name for value in _graph_inputs(graph)}
+    baked = set()
+    for outer, inner in concrete.graph.captures:
+        if inner.name in loose and outer.dtype.name != "resource":
+            graph.initializer.append(numpy_helper.from_array(np.asarray(outer), inner.name))
+            baked.add(inner.name)
+    kept = [value for value in graph.input if value.name not in baked]
+    del graph.input[:]
+    graph.input.extend(kept)
+
+
+def _graph_inputs(graph: Any) -> list[Any]:
+    """The inputs a caller must feed (initializers may be listed as inputs too)."""
+    constants = {t.name for t in graph.initializer}
+    return [value for value in graph.input if value.name not in constants]
 
 
 def _name_io(model: onnx.ModelProto, inp: str, out: str, dims: tuple) -> onnx.ModelProto:
     """One input named ``inp`` with dims ``dims[0]``, one output ``out`` with ``dims[1]``."""
     graph = model.graph
-    inputs = [i for i in graph.input if i.name not in {t.name for t in graph.initializer}]
+    inputs = _graph_inputs(graph)
     if len(inputs) != 1 or len(graph.output) != 1:
         raise PipelineError(f"expected a graph with one input and one output, got "
                             f"{[i.name for i in inputs]} -> {[o.name for o in graph.output]}")
