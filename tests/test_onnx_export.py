@@ -34,6 +34,7 @@ from pipeline.finetune.onnx_export import (  # noqa: E402
     onnx_feature_graph,
     onnx_head_graph,
 )
+from pipeline.finetune.onnx_resize import bilinear_resize_graph  # noqa: E402
 from pipeline.heads.base import make_head  # noqa: E402
 
 SIZE = 32
@@ -137,6 +138,17 @@ def test_feature_graph_flattens_spatial_features():
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-5 * np.abs(want).max())
 
 
+def test_feature_graph_of_an_exported_keras_model(world):
+    """A model taking uint8 images of any size is converted whole (ONNX Resize inside, which
+    rounds coordinates differently from TensorFlow: close, not equal)."""
+    from pipeline.finetune.model import export_model
+
+    graph = onnx_feature_graph(export_model(world["extractor"].model))
+    x, want = world["tests"][0], world["test_features"][0]
+    got = session(graph).run(["features"], {"image": x})[0]
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-3 * np.abs(want).max())
+
+
 @pytest.mark.parametrize("kind", ALL_KINDS)
 def test_head_graph_matches_predict_proba(world, fitted, kind):
     x = world["features"]
@@ -185,6 +197,38 @@ def test_export_onnx_writes_one_self_describing_file(world, fitted, tmp_path):
     want = np.concatenate([head.predict_proba(f) for f in world["test_features"]])
     report = check_onnx(path, mixed, want)
     assert report["ok"] and report["rows"] == len(mixed), report
+
+
+@pytest.mark.parametrize("size", [32, 224])
+def test_resize_graph_equals_tf_image_resize(size):
+    graph = bilinear_resize_graph(size, 17)
+    onnx.checker.check_model(graph, full_check=True)
+    run = session(graph)
+    rng = np.random.default_rng(size)
+    for hw in [(40, 48), (23, 31), (size, size), (2 * size, 2 * size), (1, 1), (300, 7)]:
+        x = rng.integers(0, 256, (2, *hw, 3), dtype=np.uint8)
+        want = tf.image.resize(tf.cast(x, tf.float32), (size, size), "bilinear").numpy()
+        np.testing.assert_array_equal(run.run(None, {"image": x})[0], want)
+
+
+def test_export_a_whole_classifier(world, tmp_path):
+    import keras
+
+    ex = world["extractor"]
+    inp = keras.Input((SIZE, SIZE, 3))
+    dense = keras.layers.Dense(len(CLASSES))
+    probs = keras.layers.Softmax()(dense(ex.model(inp)))
+    classifier = keras.Model(inp, probs, name="classifier")
+    x = world["features"]
+    dense.set_weights([np.random.default_rng(0).normal(size=dense.kernel.shape) / x.std(0)[:, None],
+                       np.zeros(len(CLASSES))])
+    path = export_onnx(classifier, None, CLASSES, tmp_path / "c.onnx")
+    imgs = world["tests"][1]
+    want = classifier.predict(tf.image.resize(tf.cast(imgs, tf.float32), (SIZE, SIZE)).numpy(),
+                              verbose=0)
+    assert want.max(axis=1).mean() > 0.5
+    report = check_onnx(path, imgs, want)
+    assert report["ok"] and report["max_abs_diff"] <= 1e-4, report
 
 
 def test_head_fitted_without_a_class_gets_a_zero_column(world):

@@ -8,10 +8,12 @@ output ``probabilities`` (float32, ``[N, n_classes]``, columns in class-name ord
 
 Two graphs are converted separately and joined with ``onnx.compose.merge_models``:
 
-* the Keras part (:func:`onnx_feature_graph`) with Keras' own ``model.export(format="onnx")``
-  (Keras >= 3.8 on TensorFlow; it drives ``tf2onnx.convert.from_function``), falling back to
-  ``tf2onnx.convert.from_function`` on a ``tf.function`` with an input signature. The resize is
-  inside the graph, so the height and width stay dynamic;
+* the Keras part (:func:`onnx_feature_graph`): the float model at its input size with Keras'
+  own ``model.export(format="onnx")`` (Keras >= 3.8 on TensorFlow; it drives
+  ``tf2onnx.convert.from_function``), falling back to ``tf2onnx.convert.from_function`` on a
+  ``tf.function`` with an input signature; in front of it the cast and TensorFlow's bilinear
+  resize as plain ONNX ops (:mod:`pipeline.finetune.onnx_resize`, bit-equal to
+  ``tf.image.resize``), so the height and width stay dynamic;
 * the head (:func:`onnx_head_graph`) with ``skl2onnx`` for every scikit-learn kind (tree
   ensembles, calibrated SVMs and kNN included), or through the Keras route for dense heads.
 
@@ -41,6 +43,7 @@ if TYPE_CHECKING:
     import onnx
 
 IMAGE = "image"
+PIXELS = "pixels"  # float32 images at the base's input size, inside the graph
 FEATURES = "features"
 PROBABILITIES = "probabilities"
 #: Opset of the default domain: tf2onnx 1.17 converts up to 18, onnxruntime runs far newer.
@@ -64,20 +67,25 @@ def _require(module: str) -> Any:
 # --------------------------------------------------------------------------- Keras -> ONNX
 
 
-def _raw_image_model(feature_model: keras.Model) -> keras.Model:
-    """``uint8 image of any size -> float -> bilinear resize -> feature_model -> flat rows``.
-
-    A model that already takes uint8 images of any size (an exported one) is only flattened.
-    """
+def _flat_float_model(feature_model: keras.Model) -> keras.Model:
+    """``feature_model`` with its output flattened to one row per image."""
     import keras
 
-    from pipeline.finetune.model import export_model
+    inp = keras.Input(tuple(feature_model.inputs[0].shape[1:]), name=PIXELS)
+    x = feature_model(inp, training=False)
+    if len(x.shape) > 2:
+        x = keras.layers.Flatten(name="flatten_features")(x)
+    model = keras.Model(inp, x, name="onnx_features")
+    model.trainable = False
+    return model
 
-    spec = feature_model.inputs[0]
-    raw = str(spec.dtype) == "uint8" and tuple(spec.shape[1:3]) == (None, None)
-    inner = feature_model if raw else export_model(feature_model)
+
+def _raw_image_model(feature_model: keras.Model) -> keras.Model:
+    """A model that already takes uint8 images of any size (an exported one), flattened."""
+    import keras
+
     inp = keras.Input((None, None, 3), dtype="uint8", name=IMAGE)
-    x = inner(inp, training=False)
+    x = feature_model(inp, training=False)
     if len(x.shape) > 2:
         x = keras.layers.Flatten(name="flatten_features")(x)
     model = keras.Model(inp, x, name="onnx_features")
@@ -183,21 +191,45 @@ def _rename_value(graph: Any, old: str, new: str) -> None:
             value.name = new
 
 
+def _takes_raw_images(model: keras.Model) -> bool:
+    spec = model.inputs[0]
+    return str(spec.dtype) == "uint8" and tuple(spec.shape[1:3]) == (None, None)
+
+
 def onnx_feature_graph(feature_model: keras.Model, opset: int = DEFAULT_OPSET
                        ) -> onnx.ModelProto:
     """The Keras part as ONNX: ``image`` (uint8 ``[N, H, W, 3]``, any H and W) -> ``features``
     (float32 ``[N, n_features]``, the feature array of each image flattened).
 
-    ``feature_model`` is an extractor model (float32 images in [0, 255] at its input size, e.g.
-    ``build_extractor(...).model``); the cast and the bilinear resize are added in front.
+    ``feature_model`` takes float32 images in [0, 255] at a fixed size (an extractor model,
+    ``build_extractor(...).model``, or a whole classifier): the cast and TensorFlow's bilinear
+    resize are put in front as plain ONNX ops (:mod:`pipeline.finetune.onnx_resize`, equal to
+    ``tf.image.resize`` to the bit). A model that already takes uint8 images of any size (an
+    exported ``.keras``) is converted whole; its ``Resizing`` layer becomes ONNX ``Resize``,
+    which rounds coordinates differently (pixels up to ~1e-2 apart).
     """
     import tensorflow as tf
 
-    model = _raw_image_model(feature_model)
+    from pipeline.finetune.onnx_resize import bilinear_resize_graph
+
+    if _takes_raw_images(feature_model):
+        model = _raw_image_model(feature_model)
+        spec = tf.TensorSpec([None, None, None, 3], tf.uint8, name=IMAGE)
+        n_features = int(model.outputs[0].shape[-1])
+        proto = _keras_to_onnx(model, spec, opset)
+        return _name_io(proto, IMAGE, FEATURES, (("N", "H", "W", 3), ("N", n_features)))
+    size = tuple(feature_model.inputs[0].shape[1:])
+    if len(size) != 3 or size[0] != size[1] or size[0] is None or size[2] != 3:
+        raise PipelineError(f"expected a model of square RGB images of a fixed size, got "
+                            f"input shape {size}")
+    model = _flat_float_model(feature_model)
     n_features = int(model.outputs[0].shape[-1])
-    spec = tf.TensorSpec([None, None, None, 3], tf.uint8, name=IMAGE)
-    proto = _keras_to_onnx(model, spec, opset)
-    return _name_io(proto, IMAGE, FEATURES, (("N", "H", "W", 3), ("N", n_features)))
+    spec = tf.TensorSpec([None, *size], tf.float32, name=PIXELS)
+    proto = _name_io(_keras_to_onnx(model, spec, opset), PIXELS, FEATURES,
+                     (("N", *size), ("N", n_features)))
+    resize = bilinear_resize_graph(int(size[0]), _opsets(proto).get("", opset))
+    return _chain(resize, proto, ("resized", PIXELS), ("resize/", "base/"),
+                  (IMAGE, FEATURES))
 
 
 # --------------------------------------------------------------------------- the head
@@ -347,45 +379,62 @@ def _set_opsets(model: onnx.ModelProto, versions: dict[str, int]) -> None:
     model.opset_import.extend(helper.make_opsetid(d, v) for d, v in sorted(versions.items()))
 
 
-def join_graphs(features: onnx.ModelProto, head: onnx.ModelProto) -> onnx.ModelProto:
-    """``image -> features`` joined to ``features -> probabilities``: one model, input
-    ``image``, output ``probabilities``; inner names prefixed ``features/`` and ``head/``."""
+def _chain(first: onnx.ModelProto, second: onnx.ModelProto, link: tuple[str, str],
+           prefixes: tuple[str, str], names: tuple[str, str]) -> onnx.ModelProto:
+    """``first`` feeding ``second`` (``link``: first's output -> second's input) as one model,
+    inner names prefixed, its input and output named ``names``."""
     onnx = _require("onnx")
     from onnx import compose, version_converter
 
-    features, head = onnx.ModelProto.FromString(features.SerializeToString()), \
-        onnx.ModelProto.FromString(head.SerializeToString())  # leave the caller's untouched
-    target = _opsets(features).get("", DEFAULT_OPSET)
-    if _opsets(head).get("", target) != target:
-        # skl2onnx declares the lowest opset its nodes need; bring it to the base's.
-        head = version_converter.convert_version(head, target)
-    for model in (features, head):
+    first, second = (onnx.ModelProto.FromString(m.SerializeToString())  # callers' untouched
+                     for m in (first, second))
+    target = _opsets(first).get("", DEFAULT_OPSET)
+    if _opsets(second).get("", target) != target:
+        # skl2onnx declares the lowest opset its nodes need; bring it to the first's.
+        second = version_converter.convert_version(second, target)
+    for model in (first, second):
         _set_opsets(model, _opsets(model))  # merge_models refuses repeated domains
-    ir = max(features.ir_version, head.ir_version)
-    features.ir_version = head.ir_version = ir
-    merged = compose.merge_models(features, head, io_map=[(FEATURES, FEATURES)],
-                                  prefix1=f"{FEATURES}/", prefix2="head/")
-    _rename_value(merged.graph, f"{FEATURES}/{IMAGE}", IMAGE)
-    _rename_value(merged.graph, f"head/{PROBABILITIES}", PROBABILITIES)
-    merged.graph.name = "pipeline_export"
+    first.ir_version = second.ir_version = max(first.ir_version, second.ir_version)
+    merged = compose.merge_models(first, second, io_map=[link], prefix1=prefixes[0],
+                                  prefix2=prefixes[1])
+    (inp,), (out,) = _graph_inputs(merged.graph), merged.graph.output
+    _rename_value(merged.graph, inp.name, names[0])
+    _rename_value(merged.graph, out.name, names[1])
     onnx.checker.check_model(merged)
     return merged
 
 
-def export_onnx(feature_model: keras.Model, head: Any, class_names: Sequence[str],
+def join_graphs(features: onnx.ModelProto, head: onnx.ModelProto) -> onnx.ModelProto:
+    """``image -> features`` joined to ``features -> probabilities``: one model, input
+    ``image``, output ``probabilities``; inner names prefixed ``features/`` and ``head/``."""
+    merged = _chain(features, head, (FEATURES, FEATURES), (f"{FEATURES}/", "head/"),
+                    (IMAGE, PROBABILITIES))
+    merged.graph.name = "pipeline_export"
+    return merged
+
+
+def export_onnx(feature_model: keras.Model, head: Any | None, class_names: Sequence[str],
                 path: str | os.PathLike, *, opset: int = DEFAULT_OPSET,
                 metadata: dict[str, Any] | None = None) -> Path:
     """Write base + head as one ONNX model at ``path`` (atomically) and return the path.
 
-    ``metadata_props`` hold ``class_names`` (JSON list, the output column order), what the
-    input and output are, and ``metadata`` (values JSON-encoded unless strings).
+    ``head=None``: ``feature_model`` already outputs the class probabilities (a fine-tuned
+    classifier). ``metadata_props`` hold ``class_names`` (JSON list, the output column order),
+    what the input and output are, and ``metadata`` (values JSON-encoded unless strings).
     """
     from onnx import helper
 
-    n_features = int(np.prod([int(d) for d in feature_model.outputs[0].shape[1:]]))
     graph_f = onnx_feature_graph(feature_model, opset)
-    graph_h = onnx_head_graph(head, n_features, opset, n_classes=len(class_names))
-    model = join_graphs(graph_f, graph_h)
+    width = int(graph_f.graph.output[0].type.tensor_type.shape.dim[1].dim_value)
+    if head is None:
+        if width != len(class_names):
+            raise PipelineError(f"the model outputs {width} columns for {len(class_names)} "
+                                "class names")
+        model = graph_f
+        _rename_value(model.graph, FEATURES, PROBABILITIES)
+    else:
+        model = join_graphs(graph_f, onnx_head_graph(head, width, opset,
+                                                     n_classes=len(class_names)))
     props = {
         "class_names": json.dumps(list(class_names)),
         "input": "image: uint8 RGB images of any size, shape (batch, height, width, 3)",
