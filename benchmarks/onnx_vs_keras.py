@@ -3,7 +3,7 @@
     python benchmarks/onnx_vs_keras.py [--base efficientnet_lite0] [--batch 32] [--repeats 5]
 
 One model, two files: a base (``--base``, ImageNet weights unless ``--weights``) and a logistic
-regression head fitted on a few random images, written once as ONNX
+regression head fitted on 32 random images (darker / brighter), written once as ONNX
 (``pipeline.finetune.onnx_export.export_onnx``) and once as ``.keras`` (the head as a folded
 ``Dense`` + softmax, wrapped by ``export_model``: uint8 of any size in, probabilities out). Both
 get the same uint8 batch (``--image-size``, resized inside each model), after a warm-up call,
@@ -51,9 +51,11 @@ def build_models(args: argparse.Namespace, folder: Path) -> tuple[Path, Path, di
 
     ex = build_extractor(args.base, weights=args.weights, input_size=args.input_size)
     rng = np.random.default_rng(0)
-    train = rng.integers(0, 256, (24, ex.input_size, ex.input_size, 3)).astype(np.float32)
-    features = ex.model.predict(train, verbose=0).reshape(len(train), -1)
-    head = make_head("logreg", n_classes=2).fit(features, np.arange(len(train)) % 2)
+    labels = np.arange(32) % 2  # two classes of random images: darker and brighter
+    train = (labels[:, None, None, None] * 100
+             + rng.integers(0, 156, (len(labels), ex.input_size, ex.input_size, 3)))
+    features = ex.model.predict(train.astype(np.float32), verbose=0).reshape(len(train), -1)
+    head = make_head("logreg", n_classes=2).fit(features, labels)
     t0 = time.perf_counter()
     onnx_path = export_onnx(ex.model, head, ["a", "b"], folder / "model.onnx")
     t_onnx = time.perf_counter() - t0

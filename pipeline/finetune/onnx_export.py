@@ -67,24 +67,15 @@ def _require(module: str) -> Any:
 # --------------------------------------------------------------------------- Keras -> ONNX
 
 
-def _flat_float_model(feature_model: keras.Model) -> keras.Model:
-    """``feature_model`` with its output flattened to one row per image."""
+def _flattened(feature_model: keras.Model, raw: bool) -> keras.Model:
+    """``feature_model`` with its output flattened to one row per image, its input named
+    ``image`` (uint8 of any size, ``raw``) or ``pixels`` (float32 at its input size)."""
     import keras
 
-    inp = keras.Input(tuple(feature_model.inputs[0].shape[1:]), name=PIXELS)
-    x = feature_model(inp, training=False)
-    if len(x.shape) > 2:
-        x = keras.layers.Flatten(name="flatten_features")(x)
-    model = keras.Model(inp, x, name="onnx_features")
-    model.trainable = False
-    return model
-
-
-def _raw_image_model(feature_model: keras.Model) -> keras.Model:
-    """A model that already takes uint8 images of any size (an exported one), flattened."""
-    import keras
-
-    inp = keras.Input((None, None, 3), dtype="uint8", name=IMAGE)
+    if raw:
+        inp = keras.Input((None, None, 3), dtype="uint8", name=IMAGE)
+    else:
+        inp = keras.Input(tuple(feature_model.inputs[0].shape[1:]), name=PIXELS)
     x = feature_model(inp, training=False)
     if len(x.shape) > 2:
         x = keras.layers.Flatten(name="flatten_features")(x)
@@ -213,7 +204,7 @@ def onnx_feature_graph(feature_model: keras.Model, opset: int = DEFAULT_OPSET
     from pipeline.finetune.onnx_resize import bilinear_resize_graph
 
     if _takes_raw_images(feature_model):
-        model = _raw_image_model(feature_model)
+        model = _flattened(feature_model, raw=True)
         spec = tf.TensorSpec([None, None, None, 3], tf.uint8, name=IMAGE)
         n_features = int(model.outputs[0].shape[-1])
         proto = _keras_to_onnx(model, spec, opset)
@@ -222,7 +213,7 @@ def onnx_feature_graph(feature_model: keras.Model, opset: int = DEFAULT_OPSET
     if len(size) != 3 or size[0] != size[1] or size[0] is None or size[2] != 3:
         raise PipelineError(f"expected a model of square RGB images of a fixed size, got "
                             f"input shape {size}")
-    model = _flat_float_model(feature_model)
+    model = _flattened(feature_model, raw=False)
     n_features = int(model.outputs[0].shape[-1])
     spec = tf.TensorSpec([None, *size], tf.float32, name=PIXELS)
     proto = _name_io(_keras_to_onnx(model, spec, opset), PIXELS, FEATURES,
