@@ -163,6 +163,20 @@ def test_head_graph_matches_predict_proba(world, fitted, kind):
     assert np.mean(got.argmax(1) == want.argmax(1)) >= 0.999
 
 
+@pytest.mark.parametrize("kind", ALL_KINDS)
+def test_binary_head_graph(kind):
+    """Two classes take other converter paths (one logit, LOGISTIC post-transforms)."""
+    rng = np.random.default_rng(3)
+    y = np.arange(80) % 2
+    x = (rng.normal(size=(80, 12)) + 0.8 * y[:, None]).astype(np.float32)
+    params = {"epochs": 10} if kind in ("dense", "dense_mlp") else PARAMS.get(kind)
+    head = make_head(kind, params, n_classes=2).fit(x, y)
+    got = session(onnx_head_graph(head, 12)).run(None, {"features": x})[0]
+    want = head.predict_proba(x)
+    assert got.shape == (80, 2)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-4)
+
+
 @pytest.mark.parametrize("kind", ["logreg", "random_forest", "rbf_svm", "dense"])
 def test_joined_model_matches_python(world, fitted, kind, tmp_path):
     x = world["features"]
