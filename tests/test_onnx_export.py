@@ -10,6 +10,8 @@ the float image, the Keras extractor, the head's ``predict_proba``.
 from __future__ import annotations
 
 import ast
+import json
+import subprocess
 import sys
 from pathlib import Path
 
@@ -206,6 +208,20 @@ def test_export_onnx_writes_one_self_describing_file(world, fitted, tmp_path):
     run = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     assert [(i.name, i.type) for i in run.get_inputs()] == [("image", "tensor(uint8)")]
     assert [(o.name, o.type) for o in run.get_outputs()] == [("probabilities", "tensor(float)")]
+    # Plain onnxruntime in a process that never imports pipeline (nor TensorFlow).
+    np.save(tmp_path / "x.npy", world["tests"][0])
+    code = ("import sys, json, numpy as np, onnxruntime as ort; "
+            "s = ort.InferenceSession(sys.argv[1], providers=['CPUExecutionProvider']); "
+            "p = s.run(['probabilities'], {'image': np.load(sys.argv[2])})[0]; "
+            "names = json.loads(s.get_modelmeta().custom_metadata_map['class_names']); "
+            "print(json.dumps([names, p.tolist(), sorted(sys.modules)]))")
+    done = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "x.npy")],
+                          capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    names, proba, modules = json.loads(done.stdout)
+    assert names == CLASSES and not any(m.split(".")[0] in ("pipeline", "tensorflow")
+                                        for m in modules)
+    np.testing.assert_allclose(proba, head.predict_proba(world["test_features"][0]), atol=1e-4)
     # A list of images of mixed sizes, in order, against the two batches' probabilities.
     mixed = [im for batch in world["tests"] for im in batch]
     want = np.concatenate([head.predict_proba(f) for f in world["test_features"]])

@@ -247,8 +247,8 @@ def _fitted_head(head: Any) -> tuple[str, Any]:
 @contextlib.contextmanager
 def _tree_flags_as_ints() -> Iterator[None]:
     """skl2onnx (1.20) passes Python ``False`` as a leaf's ``nodes_missing_value_tracks_true``
-    for HistGradientBoosting; protobuf >= 6 refuses booleans in an integer list. Cast them
-    while converting, and put skl2onnx back as it was afterwards."""
+    for HistGradientBoosting; protobuf 7 refuses booleans in an integer list ("Expected an
+    int, got a boolean"). Cast them while converting, and put skl2onnx back afterwards."""
     try:
         from skl2onnx.common import tree_ensemble
     except ImportError:  # pragma: no cover - a skl2onnx without the helper needs no fix
@@ -278,6 +278,10 @@ def _sklearn_head_graph(estimator: Any, n_features: int, opset: int,
     if classes.dtype.kind not in "iu" or classes.min() < 0 or classes.max() >= n_classes:
         raise PipelineError(f"the head's classes {classes.tolist()} are not indices into the "
                             f"{n_classes} class names")
+    fitted_width = int(getattr(estimator, "n_features_in_", n_features))
+    if fitted_width != n_features:
+        raise PipelineError(f"the head was fitted on {fitted_width} features, but the base "
+                            f"gives {n_features}")
     final = estimator.steps[-1][1] if hasattr(estimator, "steps") else estimator
     with _tree_flags_as_ints(), warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # sklearn 1.9 deprecations read by it
@@ -430,7 +434,7 @@ def export_onnx(feature_model: keras.Model, head: Any | None, class_names: Seque
         "class_names": json.dumps(list(class_names)),
         "input": "image: uint8 RGB images of any size, shape (batch, height, width, 3)",
         "output": "probabilities: float32 (batch, n_classes), columns in class_names order",
-        "resize": "bilinear (tf.image.resize, no antialias), inside the model",
+        "resize": "bilinear, half-pixel centres, no antialias (tf.image.resize), inside",
         **{k: v if isinstance(v, str) else json.dumps(v) for k, v in (metadata or {}).items()},
     }
     helper.set_model_props(model, props)
@@ -479,7 +483,9 @@ def onnx_probabilities(path: str | os.PathLike, images: Any, *,
     session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     out = [session.run([PROBABILITIES], {IMAGE: batch})[0]
            for batch in _batches(images, batch_size)]
-    return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
+    if not out:
+        raise PipelineError("no images to run the ONNX model on")
+    return np.concatenate(out)
 
 
 def check_onnx(path: str | os.PathLike, images: Any, expected_proba: np.ndarray, *,
@@ -494,22 +500,23 @@ def check_onnx(path: str | os.PathLike, images: Any, expected_proba: np.ndarray,
     both classes, the difference and the expected top-two margin (how close to a tie it was).
     """
     expected = np.asarray(expected_proba, dtype=np.float64)
+    if expected.ndim != 2 or not len(expected):
+        raise PipelineError(f"expected probabilities of shape (images, classes), got "
+                            f"{expected.shape}")
     got = onnx_probabilities(path, images, batch_size=batch_size).astype(np.float64)
     if got.shape != expected.shape:
         raise PipelineError(f"the ONNX model gave probabilities of shape {got.shape}, "
                             f"expected {expected.shape}")
-    n = len(expected)
-    diff = np.abs(got - expected).max(axis=1) if n else np.zeros(0)
+    diff = np.abs(got - expected).max(axis=1)
     want, have = expected.argmax(axis=1), got.argmax(axis=1)
     off = np.flatnonzero((diff > atol) | (want != have))
-    top2 = np.sort(expected, axis=1)[:, -2:] if n else np.zeros((0, 2))
+    top2 = np.sort(expected, axis=1)[:, -2:]
     rows = [{"row": int(i), "expected_class": int(want[i]), "onnx_class": int(have[i]),
              "max_abs_diff": float(diff[i]), "expected_margin": float(top2[i, 1] - top2[i, 0])}
             for i in off[:max_reported]]
-    same = float(np.mean(want == have)) if n else 1.0
-    within = float(np.mean(diff <= atol)) if n else 1.0
+    same, within = float(np.mean(want == have)), float(np.mean(diff <= atol))
     return {
-        "rows": n, "max_abs_diff": float(diff.max()) if n else 0.0,
+        "rows": len(expected), "max_abs_diff": float(diff.max()),
         "same_class_fraction": same, "within_atol_fraction": within,
         "atol": atol, "min_agreement": min_agreement,
         "ok": same >= min_agreement and within >= min_agreement,
