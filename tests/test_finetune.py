@@ -546,7 +546,7 @@ def test_finetune_takes_options_from_the_head_runs_experiment_table(world, tmp_p
 
     bad = {**config, "experiment": {"finetune": {**table, "epochs": "many"}}}
     (run / "config.json").write_text(json.dumps(bad))
-    with pytest.raises(PipelineError, match=r"experiment \[finetune\]: finetune: epochs "
+    with pytest.raises(PipelineError, match=r"experiment \[finetune\]: epochs "
                        r"\(--epochs\) = 'many': expected a whole number") as e:
         finetune(run, reports_dir=reports, quiet=True)
     assert "\n" not in str(e.value)
