@@ -66,7 +66,10 @@ def _check_inside(path: Path, root: Path) -> None:
                             "file in or point at a folder that holds it")
 
 
-def _class_entries(folder: Path, root: Path, split: str | None) -> list[tuple[Path, str, str | None]]:
+Entry = tuple[Path, str, str | None]
+
+
+def _class_entries(folder: Path, root: Path, split: str | None) -> list[Entry]:
     """``(class folder, class name, split)`` for each class folder in ``folder``."""
     entries = []
     for class_dir in _subdirs(folder):
@@ -82,7 +85,7 @@ def _class_entries(folder: Path, root: Path, split: str | None) -> list[tuple[Pa
 
 
 def _presplit_entries(root: Path, split_dirs: dict[Path, str], warnings: list[str]
-                      ) -> list[tuple[Path, str, str | None]]:
+                      ) -> list[Entry]:
     seen: dict[str, Path] = {}
     for d, split in split_dirs.items():
         if split in seen:
