@@ -40,6 +40,10 @@ class Dataset:
     class_names: list[str]
     samples: list[Sample]
     options: dict = field(default_factory=dict)  # e.g. {"elpv_levels": True}
+    #: Per split: "given" by the dataset, "carved" out of its train split, or "assigned".
+    split_origin: dict[str, str] = field(default_factory=dict)
+    #: Things the user should know about how the dataset was read (one line each).
+    warnings: list[str] = field(default_factory=list)
 
     def class_counts(self) -> dict[str, int]:
         c = Counter(s.label for s in self.samples)

@@ -1,29 +1,30 @@
 """Turn what the user names (a folder, a CSV manifest, a builtin name) into a :class:`Dataset`.
 
-Layouts:
-- a folder with one subfolder per class (``image_dataset_from_directory``);
-- a folder already split into ``train/``, ``validation/`` or ``val/``, ``test/`` (also
-  ``Training/`` and ``Test/`` as in Fruits-360), each with class subfolders;
-- a CSV manifest ``path,label[,split]`` with paths relative to the CSV;
-- a builtin name (``elpv``).
+Reading is :mod:`pipeline.data.folder` (class folders, split folders),
+:mod:`pipeline.data.manifest` (CSV) and :mod:`pipeline.data.builtin` (``elpv``); here the
+result is checked (classes, duplicate contents under different labels) and given its splits
+(:mod:`pipeline.data.splits`), with a warning for every thing the user should know.
 """
 
 from __future__ import annotations
 
-import csv
+from collections import defaultdict
 from collections.abc import Sequence
+from dataclasses import replace
 from pathlib import Path
 
 from pipeline.data import builtin
-from pipeline.data.samples import Dataset, Sample, is_image_file, sample_sha256
-from pipeline.data.splits import DEFAULT_FRACTIONS, assign_splits
+from pipeline.data.folder import read_folder
+from pipeline.data.manifest import read_manifest
+from pipeline.data.samples import Dataset
+from pipeline.data.splits import (
+    DEFAULT_FRACTIONS,
+    assign_splits,
+    per_class_counts,
+    small_split_warnings,
+    split_origins,
+)
 from pipeline.errors import PipelineError
-
-SPLIT_DIR_NAMES = {
-    "train": "train", "training": "train",
-    "validation": "validation", "val": "validation", "valid": "validation",
-    "test": "test", "testing": "test",
-}
 
 
 def load_dataset(
@@ -33,106 +34,36 @@ def load_dataset(
     seed: int = 0,
     elpv_levels: bool = False,
 ) -> Dataset:
-    """Resolve ``data`` to a dataset with ids, labels, content hashes and splits."""
+    """Resolve ``data`` to a dataset with ids, labels, content hashes and splits.
+
+    ``ds.warnings`` lists what the user should be told (stray folders, classes in one split
+    only, identical images under different labels, small validation or test classes);
+    ``ds.split_origin`` says which splits were given and which carved or assigned.
+    """
+    ds = _read(data, elpv_levels)
+    _check_classes(ds)
+    warnings = list(ds.warnings) + _label_conflicts(ds)
+    samples = assign_splits(ds.samples, split, seed)
+    counts = per_class_counts(samples, ds.class_names)
+    warnings += small_split_warnings(counts)
+    return replace(ds, samples=samples, split_origin=split_origins(ds.samples),
+                   warnings=warnings)
+
+
+def _read(data: str | Path, elpv_levels: bool) -> Dataset:
     text = str(data)
     path = Path(text).expanduser()
-    if not path.exists() and text in builtin.NAMES:
-        ds = builtin.load(text, levels=elpv_levels)
-    elif not path.exists():
+    if not path.exists() and text in builtin.NAMES:  # a local folder named "elpv" wins
+        return builtin.load(text, levels=elpv_levels)
+    if not path.exists():
         names = ", ".join(builtin.NAMES)
         raise PipelineError(f"{text}: no such folder or CSV file (builtin datasets: {names})")
-    elif path.is_file():
+    if path.is_file():
         if path.suffix.lower() != ".csv":
             raise PipelineError(f"{text}: expected a folder of class subfolders or a CSV "
                                 "manifest (path,label[,split])")
-        ds = _from_csv(path)
-    else:
-        ds = _from_folder(path)
-    _check_classes(ds)
-    return ds.with_samples(assign_splits(ds.samples, split, seed))
-
-
-def _from_folder(root: Path) -> Dataset:
-    try:
-        subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    except OSError as e:
-        raise PipelineError(f"{root}: cannot read folder ({e.strerror})") from None
-    split_dirs = {p: SPLIT_DIR_NAMES[p.name.lower()] for p in subdirs
-                  if p.name.lower() in SPLIT_DIR_NAMES}
-    if split_dirs and any(_class_dirs(p) for p in split_dirs):
-        if "train" not in split_dirs.values():
-            raise PipelineError(f"{root}: split folders {sorted(p.name for p in split_dirs)} "
-                                "but no train/ (or Training/) folder")
-        class_names = sorted({c.name for p in split_dirs for c in _class_dirs(p)})
-        entries = [(c, ci, split_dirs[p]) for p in split_dirs for c in _class_dirs(p)
-                   for ci in [class_names.index(c.name)]]
-    else:
-        classes = _class_dirs(root)
-        class_names = [c.name for c in classes]
-        entries = [(c, i, None) for i, c in enumerate(classes)]
-    if not class_names:
-        raise PipelineError(f"{root}: no class subfolders; expected one folder of images per "
-                            "class (or train/ and test/ folders holding them)")
-    samples = []
-    for class_dir, label, split in entries:
-        for f in sorted(class_dir.rglob("*")):
-            if is_image_file(f) and not any(part.startswith(".")
-                                            for part in f.relative_to(root).parts):
-                samples.append(Sample(id=f.relative_to(root).as_posix(), path=f, label=label,
-                                      sha256=sample_sha256(f), split=split))
-    return Dataset(name=root.resolve().name, source=str(root.resolve()), root=root.resolve(),
-                   class_names=class_names, samples=samples)
-
-
-def _class_dirs(folder: Path) -> list[Path]:
-    return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
-
-
-def _from_csv(manifest: Path) -> Dataset:
-    root = manifest.resolve().parent
-    try:
-        with open(manifest, newline="", encoding="utf-8-sig") as f:
-            rows = [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-    except (OSError, UnicodeDecodeError) as e:
-        raise PipelineError(f"{manifest}: cannot read CSV manifest ({e})") from None
-    if rows and [c.strip().lower() for c in rows[0][:2]] == ["path", "label"]:
-        rows = rows[1:]
-    if not rows:
-        raise PipelineError(f"{manifest}: empty manifest; expected rows path,label[,split]")
-    parsed, missing = [], []
-    for n, row in enumerate(rows, start=1):
-        if len(row) not in (2, 3):
-            raise PipelineError(f"{manifest}: row {n} has {len(row)} columns; expected "
-                                "path,label[,split]")
-        rel, label = row[0].strip(), row[1].strip()
-        split = row[2].strip().lower() if len(row) == 3 and row[2].strip() else None
-        if split is not None and split not in SPLIT_DIR_NAMES:
-            raise PipelineError(f"{manifest}: row {n}: unknown split {row[2]!r}; expected "
-                                "train, validation (val) or test")
-        path = (root / rel).resolve()
-        if not path.is_relative_to(root):
-            raise PipelineError(f"{manifest}: row {n}: path {rel!r} escapes the dataset root "
-                                f"{root}")
-        if not path.is_file():
-            missing.append(rel)
-            continue
-        parsed.append((path, label, SPLIT_DIR_NAMES.get(split) if split else None))
-    if missing:
-        more = f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
-        raise PipelineError(f"{manifest}: {len(missing)} listed files do not exist: "
-                            f"{', '.join(missing[:3])}{more}")
-    class_names = sorted({label for _, label, _ in parsed})
-    seen: dict[str, int] = {}
-    samples = []
-    for path, label, split in parsed:
-        sid = path.relative_to(root).as_posix()
-        if sid in seen:
-            raise PipelineError(f"{manifest}: {sid} is listed twice")
-        seen[sid] = 1
-        samples.append(Sample(id=sid, path=path, label=class_names.index(label),
-                              sha256=sample_sha256(path), split=split))
-    return Dataset(name=manifest.stem, source=str(manifest.resolve()), root=root,
-                   class_names=class_names, samples=samples)
+        return read_manifest(path)
+    return read_folder(path)
 
 
 def _check_classes(ds: Dataset) -> None:
@@ -145,3 +76,18 @@ def _check_classes(ds: Dataset) -> None:
     if len(ds.class_names) < 2:
         raise PipelineError(f"{ds.source}: only one class ({ds.class_names[0]}); a classifier "
                             "needs at least two")
+
+
+def _label_conflicts(ds: Dataset) -> list[str]:
+    """Identical image bytes listed under different labels: one warning naming them."""
+    by_sha: dict[str, list[tuple[str, int]]] = defaultdict(list)
+    for s in ds.samples:
+        by_sha[s.sha256].append((s.id, s.label))
+    conflicts = [rows for rows in by_sha.values() if len({label for _, label in rows}) > 1]
+    if not conflicts:
+        return []
+    shown = "; ".join(" = ".join(f"{sid} ({ds.class_names[label]})" for sid, label in rows)
+                      for rows in conflicts[:3])
+    more = f" (+{len(conflicts) - 3} more)" if len(conflicts) > 3 else ""
+    return [f"{len(conflicts)} image(s) appear with identical bytes under different labels: "
+            f"{shown}{more}"]

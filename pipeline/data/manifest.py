@@ -1,0 +1,105 @@
+"""Datasets kept as a CSV manifest: ``path,label[,split]``, paths relative to the CSV.
+
+A header row is optional; when present it names the columns (in any order): ``path`` (or
+``file``, ``filename``, ``image``), ``label`` (or ``class``, ``category``) and optionally
+``split`` (or ``subset``). A row's id is the path as listed (normalised, relative to the CSV's
+folder), even when that path is a symlink inside the root; a path that leaves the root, directly
+or through a symlink, is refused, as in a folder dataset.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from pathlib import Path
+
+from pipeline.data.folder import split_of_name
+from pipeline.data.samples import IMAGE_SUFFIXES, Dataset, Sample, sample_sha256
+from pipeline.errors import PipelineError
+
+EXPECTED = "path,label[,split]"
+HEADER_NAMES = {
+    **dict.fromkeys(("path", "file", "filename", "file_name", "image", "filepath"), "path"),
+    **dict.fromkeys(("label", "class", "category", "target"), "label"),
+    **dict.fromkeys(("split", "subset"), "split"),
+}
+
+
+def _read_rows(manifest: Path) -> list[list[str]]:
+    try:
+        with open(manifest, newline="", encoding="utf-8-sig") as f:
+            return [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
+    except (OSError, UnicodeDecodeError, csv.Error) as e:
+        raise PipelineError(f"{manifest}: cannot read CSV manifest ({e})") from None
+
+
+def _columns(manifest: Path, rows: list[list[str]]) -> tuple[dict[str, int], bool]:
+    """Column positions, and whether the first row is a header."""
+    first = [c.strip().lower() for c in rows[0]]
+    named = [HEADER_NAMES.get(c) for c in first]
+    if all(named) and len(set(named)) == len(named) and {"path", "label"} <= set(named):
+        return {n: i for i, n in enumerate(named) if n}, True
+    looks_like_header = not any(Path(c).suffix.lower() in IMAGE_SUFFIXES for c in first)
+    if looks_like_header:
+        raise PipelineError(f"{manifest}: unrecognised header {','.join(rows[0])!r}; expected "
+                            f"columns {EXPECTED} (a header is optional)")
+    return {"path": 0, "label": 1, "split": 2}, False
+
+
+def _resolve(manifest: Path, root: Path, n: int, rel: str) -> tuple[str, Path]:
+    """The row's id (as listed, normalised) and its file; leaving the root is an error."""
+    listed = Path(os.path.normpath(root / rel))
+    target = listed.resolve()
+    if not listed.is_relative_to(root) or not target.is_relative_to(root):
+        how = "leaves the dataset root through a symlink" if listed.is_relative_to(root) \
+            else "escapes the dataset root"
+        raise PipelineError(f"{manifest}: row {n}: path {rel!r} {how} ({root})")
+    return listed.relative_to(root).as_posix(), listed
+
+
+def _parse_row(manifest: Path, n: int, row: list[str], cols: dict[str, int]
+               ) -> tuple[str, str, str | None]:
+    width = max(cols.values()) + 1
+    if len(row) not in (2, 3) and len(row) != width:
+        raise PipelineError(f"{manifest}: row {n} has {len(row)} columns; expected {EXPECTED}")
+    cell = {k: (row[i].strip() if i < len(row) else "") for k, i in cols.items()}
+    if not cell["path"]:
+        raise PipelineError(f"{manifest}: row {n} has an empty path")
+    if not cell["label"]:
+        raise PipelineError(f"{manifest}: row {n} ({cell['path']}) has an empty label")
+    raw = cell.get("split") or ""
+    split = split_of_name(raw) if raw else None
+    if raw and split is None:
+        raise PipelineError(f"{manifest}: row {n}: unknown split {raw!r}; expected train, "
+                            "validation (val, dev) or test")
+    return cell["path"], cell["label"], split
+
+
+def read_manifest(manifest: Path) -> Dataset:
+    """A dataset from a CSV manifest (see the module docstring)."""
+    root = manifest.resolve().parent
+    rows = _read_rows(manifest)
+    if not rows:
+        raise PipelineError(f"{manifest}: empty manifest; expected rows {EXPECTED}")
+    cols, header = _columns(manifest, rows)
+    parsed, missing, seen = [], [], set()
+    for n, row in enumerate(rows[1:] if header else rows, start=2 if header else 1):
+        rel, label, split = _parse_row(manifest, n, row, cols)
+        sid, path = _resolve(manifest, root, n, rel)
+        if sid in seen:
+            raise PipelineError(f"{manifest}: {sid} is listed twice")
+        seen.add(sid)
+        if not path.is_file():
+            missing.append(rel)
+            continue
+        parsed.append((sid, path, label, split))
+    if missing:
+        more = f" (+{len(missing) - 3} more)" if len(missing) > 3 else ""
+        raise PipelineError(f"{manifest}: {len(missing)} listed files do not exist: "
+                            f"{', '.join(missing[:3])}{more}")
+    class_names = sorted({label for _, _, label, _ in parsed})
+    samples = [Sample(id=sid, path=path, label=class_names.index(label),
+                      sha256=sample_sha256(path), split=split)
+               for sid, path, label, split in parsed]
+    return Dataset(name=manifest.stem, source=str(manifest.resolve()), root=root,
+                   class_names=class_names, samples=samples)
