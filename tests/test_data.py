@@ -212,5 +212,5 @@ def test_split_fractions_must_be_finite():
 
     assert fractions_problem((0.7, 0.15, 0.15)) is None
     assert fractions_problem((float("nan"), 0.5, 0.5)) is not None
-    with pytest.raises(PipelineError, match="expected three non-negative"):
+    with pytest.raises(PipelineError, match="expected three finite, non-negative"):
         load_dataset("elpv", split=(0.5, float("nan"), 0.5))
