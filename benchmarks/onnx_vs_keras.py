@@ -47,7 +47,7 @@ def build_models(args: argparse.Namespace, folder: Path) -> tuple[Path, Path, di
     from pipeline.bases import build_extractor
     from pipeline.finetune.model import export_model
     from pipeline.finetune.onnx_export import export_onnx
-    from pipeline.heads.base import make_head
+    from pipeline.heads import make_head
 
     ex = build_extractor(args.base, weights=args.weights, input_size=args.input_size)
     rng = np.random.default_rng(0)

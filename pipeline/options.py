@@ -76,6 +76,17 @@ def _describe(tp: Any) -> str:
             Path: "a path"}.get(tp, getattr(tp, "__name__", str(tp)))
 
 
+#: Scalar type -> (what a value must be, how it becomes that type). Strict: a bool is not a
+#: number and a string is not a number (a TOML ``seed = "x"`` is a mistake, not a seed).
+_SCALARS: dict[Any, tuple[Callable[[Any], bool], Callable[[Any], Any]]] = {
+    bool: (lambda v: isinstance(v, bool), bool),
+    int: (lambda v: isinstance(v, int) and not isinstance(v, bool), int),
+    float: (lambda v: isinstance(v, int | float) and not isinstance(v, bool), float),
+    str: (lambda v: isinstance(v, str), str),
+    Path: (lambda v: isinstance(v, str | os.PathLike) and bool(str(v)), Path),
+}
+
+
 def _coerce(value: Any, tp: Any) -> Any:
     """``value`` as type ``tp``, or ``ValueError``. Strict: no bool for int, no str for a
     number (a TOML ``seed = "x"`` is a mistake); tuples also accept ``"a,b,c"``."""
@@ -100,26 +111,11 @@ def _coerce(value: Any, tp: Any) -> Any:
         return tuple(_coerce(v, args[0]) for v in value)
     if tp is Any:
         return value
-    if tp is bool:
-        if isinstance(value, bool):
-            return value
-        raise ValueError
-    if tp is int:
-        if isinstance(value, int) and not isinstance(value, bool):
-            return value
-        raise ValueError
-    if tp is float:
-        if isinstance(value, int | float) and not isinstance(value, bool):
-            return float(value)
-        raise ValueError
-    if tp is str:
-        if isinstance(value, str):
-            return value
-        raise ValueError
-    if tp is Path:
-        if isinstance(value, str | os.PathLike) and str(value):
-            return Path(value)
-        raise ValueError
+    if tp in _SCALARS:
+        accepts, convert = _SCALARS[tp]
+        if not accepts(value):
+            raise ValueError
+        return convert(value)
     if isinstance(value, tp):
         return value
     raise ValueError

@@ -25,7 +25,7 @@ for _module in ("onnx", "onnxruntime", "skl2onnx", "tf2onnx"):
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from pipeline.heads.base import make_head  # noqa: E402
+from pipeline.heads import make_head  # noqa: E402
 
 from pipeline.bases import build_extractor  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
