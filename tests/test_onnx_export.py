@@ -25,7 +25,6 @@ for _module in ("onnx", "onnxruntime", "skl2onnx", "tf2onnx"):
 import onnx  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 import tensorflow as tf  # noqa: E402
-from pipeline.heads import make_head  # noqa: E402
 
 from pipeline.bases import build_extractor  # noqa: E402
 from pipeline.errors import PipelineError  # noqa: E402
@@ -38,6 +37,7 @@ from pipeline.finetune.onnx_export import (  # noqa: E402
     onnx_head_graph,
 )
 from pipeline.finetune.onnx_resize import bilinear_resize_graph  # noqa: E402
+from pipeline.heads import make_head  # noqa: E402
 
 SIZE = 32
 LAYER = "block_3_expand_relu"
