@@ -160,24 +160,34 @@ def _print_sweep(result: Any) -> None:
                       f"{result.reports_dir / 'index.html'})")
 
 
-def _print_leaderboard(rows: list[dict[str, Any]], metric_col: str, limit: int | None) -> None:
+def _print_leaderboard(rows: list[dict[str, Any]], metric_col: str, limit: int | None,
+                       title: str | None = None) -> None:
+    from pipeline.runs.leaderboard import SHOWN
+
     console = _console()
-    cols = ["run_id", "dataset", "base", "config", "val_balanced_accuracy",
-            "test_balanced_accuracy", "test_accuracy", "test_roc_auc"]
+    cols = list(SHOWN)
     if metric_col not in cols:
-        cols.insert(4, metric_col)
-    table = Table(title=f"{len(rows)} runs, sorted by {metric_col}")
+        cols.insert(cols.index("val_balanced_accuracy"), metric_col)
+    table = Table(title=title or f"{len(rows)} runs, sorted by {metric_col}")
     for c in cols:
-        table.add_column(c.replace("_", " "), overflow="fold",
-                         justify="right" if c.startswith(("val_", "test_", "fit")) else "left")
+        table.add_column(c, overflow="fold", justify="right" if c in _NUMERIC or
+                         c.startswith(("val_", "test_", "fit")) else "left")
     for r in rows[:limit] if limit else rows:
         table.add_row(*(_fmt(r.get(c)) for c in cols),
                       style="bold green" if r.get("best_overall") else None)
     console.print(table)
 
 
-@app.command("runs")
+_NUMERIC = ("#", "input_size", "repeats")
+REPORTS_HELP = "Reports folder (default: $PIPELINE_REPORTS_DIR or ./reports)."
+runs_app = typer.Typer(help="The leaderboard of every run; `pipeline runs rm RUN...` deletes "
+                       "runs.", invoke_without_command=True, no_args_is_help=False)
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.callback(invoke_without_command=True)
 def runs(
+    ctx: typer.Context,
     dataset: str = typer.Option(None, help="Only runs on this dataset (e.g. elpv)."),
     base: str = typer.Option(None, help="Only runs on features of this base."),
     head: str = typer.Option(None, help="Only runs of this head kind."),
@@ -187,22 +197,24 @@ def runs(
                              "(default: val_balanced_accuracy)."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
     limit: int = typer.Option(None, help="Show at most this many rows."),
-    reports_dir: Path = typer.Option(None, "--reports-dir", help="Reports folder "
-                                     "(default: $PIPELINE_REPORTS_DIR or ./reports)."),
+    reports_dir: Path = typer.Option(None, "--reports-dir", help=REPORTS_HELP),
 ) -> None:
     """The leaderboard of every run in the reports folder (best first).
 
-    Also rewrites reports/leaderboard.csv and reports/index.html (all runs, with plots).
+    Reads only (works on a read-only folder). The # column numbers the runs in the default
+    order (validation, best first) and is kept under filters and other sorts: `#3` (or `3`)
+    names that run wherever a RUN is accepted (predict, export, finetune, runs rm). Runs of an
+    identical configuration show as one row (the newest) with their count in `repeats`.
     Green rows are the overall best of their sweep. Rank on validation: the test columns are
     the honest final numbers, choosing by them would leak the test set into selection.
     """
-    from pipeline.runs.leaderboard import leaderboard, sort_column, to_json, write_leaderboard
+    from pipeline.runs.leaderboard import CSV_NAME, HTML_NAME, leaderboard, sort_column, to_json
     from pipeline.settings import reports_dir as default_reports
 
+    if ctx.invoked_subcommand is not None:
+        return
     reports = default_reports(reports_dir)
     rows = leaderboard(reports, dataset=dataset, base=base, head=head, sort=sort)
-    if reports.is_dir():
-        write_leaderboard(reports)
     if as_json:
         typer.echo(to_json(rows[:limit] if limit else rows))
         return
@@ -211,7 +223,23 @@ def runs(
             (dataset, base, head)) else "; `pipeline fit-head CACHE` makes some"))
         return
     _print_leaderboard(rows, sort_column(sort), limit)
-    _console().print(f"{reports / 'leaderboard.csv'}  {reports / 'index.html'}")
+    files = [reports / n for n in (CSV_NAME, HTML_NAME) if (reports / n).is_file()]
+    if files:
+        _console().print("  ".join(str(f) for f in files))
+
+
+@runs_app.command("rm")
+def runs_rm(
+    runs: list[str] = typer.Argument(..., metavar="RUN...", help="Run ids, unique prefixes, "
+                                     "row numbers (#3) or run folders under the reports dir."),
+    reports_dir: Path = typer.Option(None, "--reports-dir", help=REPORTS_HELP),
+) -> None:
+    """Delete run folders (all are resolved first; nothing is deleted if one is not a run
+    folder under the reports dir), then refresh leaderboard.csv and index.html."""
+    from pipeline.runs.leaderboard import remove_runs
+
+    for run_id in remove_runs(runs, reports_dir):
+        typer.echo(f"removed {run_id}")
 
 
 @app.command("run")
