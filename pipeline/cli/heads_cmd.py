@@ -99,8 +99,10 @@ FIT_HEAD_HELP = (
 def fit_head(
     ctx: typer.Context,
     caches: list[Path] = typer.Argument(..., help="Feature caches (.h5) from `pipeline "
-                                        "extract`, or folders of them. Several caches (e.g. "
-                                        "two bases) are compared in one leaderboard."),
+                                        "extract`, folders of them, or names in the cache "
+                                        "folder (file name or unique prefix, as in `pipeline "
+                                        "cache info`). Several caches (e.g. two bases) are "
+                                        "compared in one leaderboard."),
     head: list[str] = typer.Option(None, "--head", metavar="KIND",
                                    help="Head kind to fit (repeatable). None: the default "
                                    "sweep of 11 configurations."),
@@ -119,6 +121,8 @@ def fit_head(
     seed: int = typer.Option(FitOptions.default("seed"), help=FitOptions.help("seed")),
     reports_dir: Path = typer.Option(None, "--reports-dir", help="Where run folders go "
                                      "(default: $PIPELINE_REPORTS_DIR or ./reports)."),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="Where cache names are looked "
+                                   "up (default: $PIPELINE_CACHE_DIR or ./cache)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     from pipeline.heads import parse_head_args
@@ -132,7 +136,7 @@ def fit_head(
     grids = parse_head_args(tokens) if head else None
     result = fit_heads(caches, grids, metric=metric, refit=refit,
                        class_weight="balanced" if class_weight else "none", jobs=jobs,
-                       seed=seed, reports_dir=reports_dir, quiet=quiet)
+                       seed=seed, reports_dir=reports_dir, cache_dir=cache_dir, quiet=quiet)
     _print_sweep(result)
 
 
@@ -141,12 +145,16 @@ def _print_sweep(result: Any) -> None:
     m = result.metric
     table = Table(title=f"chosen per head kind (by validation {m}; test evaluated once"
                   f"{', after refit on train+validation' if result.refit else ''})")
-    for col in ("", "dataset", "base", "head", f"val {m}", f"test {m}", "test acc",
-                "test auc", "fit s", "run"):
-        table.add_column(col, justify="right" if col.startswith(("val", "test", "fit")) else
-                         "left")
+    cols = ("best_overall", "dataset", "base", "layer", "input_size", "pooling", "config",
+            f"val_{m}", f"test_{m}", "test_accuracy", "test_roc_auc", "fit_seconds", "run_id")
+    for col in cols:
+        table.add_column(col, justify="right" if col in _NUMERIC or col.startswith(
+            ("val_", "test_", "fit")) else "left")
     for r in sorted(result.runs, key=lambda r: (r.dataset, not r.best_overall)):
-        table.add_row("*" if r.best_overall else "", r.dataset, r.base, r.config.label,
+        info = result.splits[r.cache_index].info if result.splits else None
+        table.add_row("*" if r.best_overall else "", r.dataset, r.base,
+                      _fmt(getattr(info, "layer", None)), _fmt(getattr(info, "input_size", None)),
+                      _fmt(getattr(info, "pooling", None)), r.config.label,
                       _fmt(r.validation.get(m)), _fmt(r.test.get(m)),
                       _fmt(r.test.get("accuracy")), _fmt(r.test.get("roc_auc")),
                       _fmt(r.validation.get("fit_seconds"), 1), r.run_id,
