@@ -148,8 +148,9 @@ def _print_sweep(result: Any) -> None:
     cols = ("best_overall", "dataset", "base", "layer", "input_size", "pooling", "config",
             f"val_{m}", f"test_{m}", "test_accuracy", "test_roc_auc", "fit_seconds", "run_id")
     for col in cols:
-        table.add_column(col, justify="right" if col in _NUMERIC or col.startswith(
-            ("val_", "test_", "fit")) else "left")
+        table.add_column(_header(col), justify="right" if col in _NUMERIC or col.startswith(
+            ("val_", "test_", "fit")) else "left",
+            min_width=_id_width(result.runs) if col == "run_id" else None)
     for r in sorted(result.runs, key=lambda r: (r.dataset, not r.best_overall)):
         info = result.splits[r.cache_index].info if result.splits else None
         table.add_row("*" if r.best_overall else "", r.dataset, r.base,
@@ -177,19 +178,39 @@ def _print_leaderboard(rows: list[dict[str, Any]], metric_col: str, limit: int |
     if metric_col not in cols:
         cols.insert(cols.index("val_balanced_accuracy"), metric_col)
     table = Table(title=title or f"{len(rows)} runs, sorted by {metric_col}")
+    rows = rows[:limit] if limit else rows
+    # A column no row has a value in tells nothing here (the CSV and --json keep it).
+    cols = [c for c in cols if c == metric_col or any(r.get(c) is not None for r in rows)]
     for c in cols:
-        table.add_column(c, overflow="fold", justify="right" if c in _NUMERIC or
-                         c.startswith(("val_", "test_", "fit")) else "left")
-    for r in rows[:limit] if limit else rows:
+        table.add_column(_header(c), overflow="fold", justify="right" if c in _NUMERIC or
+                         c.startswith(("val_", "test_", "fit")) else "left",
+                         min_width=_id_width(rows) if c == "run_id" else None)
+    for r in rows:
         table.add_row(*(_fmt(r.get(c)) for c in cols),
                       style="bold green" if r.get("best_overall") else None)
     console.print(table)
 
 
 _NUMERIC = ("#", "input_size", "repeats")
+
+
+def _header(name: str, width: int = 14) -> str:
+    """A column name as a header: long names break after an underscore (same name, narrower
+    column)."""
+    lines = [""]
+    for part in name.replace("_", "_ ").split(" "):
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(lines)
+
+
+def _id_width(rows: list[Any]) -> int:
+    """Room for the longest run id (ids are copied from the table; never fold them)."""
+    return max((len(str(r["run_id"] if isinstance(r, dict) else r.run_id)) for r in rows),
+               default=6)
 REPORTS_HELP = "Reports folder (default: $PIPELINE_REPORTS_DIR or ./reports)."
-runs_app = typer.Typer(help="The leaderboard of every run; `pipeline runs rm RUN...` deletes "
-                       "runs.", invoke_without_command=True, no_args_is_help=False)
+runs_app = typer.Typer(invoke_without_command=True, no_args_is_help=False)
 app.add_typer(runs_app, name="runs")
 
 
@@ -207,7 +228,8 @@ def runs(
     limit: int = typer.Option(None, help="Show at most this many rows."),
     reports_dir: Path = typer.Option(None, "--reports-dir", help=REPORTS_HELP),
 ) -> None:
-    """The leaderboard of every run in the reports folder (best first).
+    """The leaderboard of every run in the reports folder (best first); `pipeline runs rm RUN...`
+    deletes runs.
 
     Reads only (works on a read-only folder). The # column numbers the runs in the default
     order (validation, best first) and is kept under filters and other sorts: `#3` (or `3`)
@@ -242,8 +264,11 @@ def runs_rm(
                                      "row numbers (#3) or run folders under the reports dir."),
     reports_dir: Path = typer.Option(None, "--reports-dir", help=REPORTS_HELP),
 ) -> None:
-    """Delete run folders (all are resolved first; nothing is deleted if one is not a run
-    folder under the reports dir), then refresh leaderboard.csv and index.html."""
+    """Delete run folders, then refresh leaderboard.csv and index.html.
+
+    Every RUN is resolved first: if one is not a run folder under the reports dir, nothing is
+    deleted. Example: pipeline runs rm '#3' 20261125-2229
+    """
     from pipeline.runs.leaderboard import remove_runs
 
     for run_id in remove_runs(runs, reports_dir):
