@@ -28,6 +28,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from pipeline import settings
 from pipeline.errors import PipelineError, did_you_mean
 from pipeline.fileio import atomic_write_text
 from pipeline.heads.metrics import DEFAULT_METRIC, LOWER_IS_BETTER
@@ -167,8 +168,6 @@ def remove_runs(refs: Sequence[str], reports_dir: str | os.PathLike | None = Non
     the leaderboard files; returns the removed run ids. Every ref is checked first: anything
     that is not a run folder directly under the reports dir is refused and nothing is
     deleted."""
-    from pipeline import settings
-
     reports = settings.reports_dir(reports_dir)
     root = reports.resolve()
     found: dict[Path, str] = {}
