@@ -38,6 +38,7 @@ from pipeline.finetune import (
 from pipeline.finetune.data import check_dataset, load_run_cache, load_splits
 from pipeline.finetune.model import find_base
 from pipeline.finetune.unfreeze import start_index, unfreeze
+from pipeline.runs.record import RunMetrics
 from pipeline.runs.store import LoadedHead, load_head
 
 SIZE = 32
@@ -552,3 +553,45 @@ def test_finetune_takes_options_from_the_head_runs_experiment_table(world, tmp_p
     assert "\n" not in str(e.value)
     with pytest.raises(PipelineError, match="--optimizer"):  # given values: before any work
         finetune(tmp_path / "no-such-run", FinetuneOptions(epochs=1), optimizer="adagrad")
+
+
+def test_moved_reports_and_cache_predict_and_finetune(world, tmp_path):
+    """Reports and cache copied to new paths, the originals deleted (the images stay)."""
+    import csv
+    import shutil
+
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.runs import RunRecord, fit_heads
+
+    old = tmp_path / "old"
+    shutil.copytree(world["cache"].parent, old / "cache")
+    result = fit_heads([old / "cache" / world["cache"].name], ["logreg"],
+                       reports_dir=old / "reports", quiet=True, jobs=1)
+    new = tmp_path / "new"
+    shutil.copytree(old, new)
+    shutil.rmtree(old)
+    reports, cache_dir = new / "reports", new / "cache"
+    images = [world["data"] / "red" / "000.png", world["data"] / "blue" / "001.png"]
+    assert [p.label for p in predict("#1", images, reports_dir=reports)] == ["red", "blue"]
+    out = CliRunner().invoke(app, ["finetune", "#1", "--epochs", "1", "--reports-dir",
+                                   str(reports), "--cache-dir", str(cache_dir)])
+    assert out.exit_code == 0, out.output
+    assert f"#1 -> {result.runs[0].run_id}" in out.output  # the resolved run is echoed
+    (tuned,) = [d for d in reports.iterdir() if d.is_dir() and d.name != result.runs[0].run_id]
+    record = RunRecord.read(tuned)
+    assert record.is_finetuned and record.cache.path == str((cache_dir /
+                                                             world["cache"].name).resolve())
+    with open(tuned / "predictions.csv") as f:
+        rows = list(csv.DictReader(f))
+    fs = load_run_cache(record.cache)
+    assert sorted((r["split"], r["id"]) for r in rows) == sorted(
+        (s, str(i)) for s in ("validation", "test") for i in fs.ids[fs.mask(s)])
+    accuracy = np.mean([r["predicted"] == r["label"] for r in rows if r["split"] == "test"])
+    assert accuracy == pytest.approx(RunMetrics.read(tuned).test["accuracy"])
+    # Without the folder (and no $PIPELINE_CACHE_DIR there) the cache is not found: one line.
+    out = CliRunner().invoke(app, ["finetune", "#1", "--epochs", "1", "--fresh",
+                                   "--reports-dir", str(reports), "--cache-dir",
+                                   str(tmp_path / "nowhere")])
+    assert out.exit_code != 0 and "pass --cache-dir" in str(out.exception or out.output)

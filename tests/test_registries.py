@@ -55,5 +55,6 @@ def test_the_cli_package_exposes_the_typer_app_with_every_command():
 
     assert isinstance(app, typer.Typer) and callable(main)
     names = {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands}
+    names |= {g.name for g in app.registered_groups}  # `runs` is a group (`runs rm`)
     assert {"extract", "bases", "heads", "fit-head", "runs", "finetune", "predict",
             "export"} <= names

@@ -34,8 +34,9 @@ def _opt(name: str, *flags: str, show_default: str | None = None) -> typer.model
 @app.command()
 def finetune(
     run: Annotated[str, typer.Argument(
-        help=RUN_HELP + " Must be a head run of kind dense, dense_mlp, logreg, linear_svm or "
-        "mlp; 'best' picks the best head run.")] = "best",
+        help=RUN_HELP + " A row number of `pipeline runs` (#3) works too. Must be a head "
+        "run of a kind that folds into Keras layers (see `pipeline heads`); 'best' picks "
+        "the best such head run and says which better runs it skipped.")] = "best",
     epochs: Annotated[int | None, _opt("epochs")] = None,
     learning_rate: Annotated[float | None, _opt("learning_rate", "--learning-rate",
                                                 "--lr")] = None,
@@ -52,6 +53,10 @@ def finetune(
         "--fresh", help="Start a new run folder even if an unfinished run with the same "
         "settings could be resumed.")] = False,
     reports_dir: ReportsOpt = None,
+    cache_dir: Annotated[Path | None, typer.Option(
+        "--cache-dir", help="Where to look for the head run's feature cache when it is no "
+        "longer at its recorded path (default: $PIPELINE_CACHE_DIR or ./cache).",
+        show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
 ) -> None:
     """Fine-tune base + head end to end, starting from a fitted head run.
@@ -73,7 +78,8 @@ def finetune(
     run_finetune(run, epochs=epochs, learning_rate=learning_rate, optimizer=optimizer,
                  unfreeze_from=unfreeze_from, augment=augment, batch_size=batch_size,
                  patience=patience, class_weight=class_weight, seed=seed,
-                 ctx=Context.create(reports_dir=reports_dir, quiet=quiet), resume=not fresh)
+                 ctx=Context.create(reports_dir=reports_dir, cache_dir=cache_dir, quiet=quiet),
+                 resume=not fresh)
 
 
 @app.command()

@@ -99,8 +99,10 @@ FIT_HEAD_HELP = (
 def fit_head(
     ctx: typer.Context,
     caches: list[Path] = typer.Argument(..., help="Feature caches (.h5) from `pipeline "
-                                        "extract`, or folders of them. Several caches (e.g. "
-                                        "two bases) are compared in one leaderboard."),
+                                        "extract`, folders of them, or names in the cache "
+                                        "folder (file name or unique prefix, as in `pipeline "
+                                        "cache info`). Several caches (e.g. two bases) are "
+                                        "compared in one leaderboard."),
     head: list[str] = typer.Option(None, "--head", metavar="KIND",
                                    help="Head kind to fit (repeatable). None: the default "
                                    "sweep of 11 configurations."),
@@ -119,6 +121,8 @@ def fit_head(
     seed: int = typer.Option(FitOptions.default("seed"), help=FitOptions.help("seed")),
     reports_dir: Path = typer.Option(None, "--reports-dir", help="Where run folders go "
                                      "(default: $PIPELINE_REPORTS_DIR or ./reports)."),
+    cache_dir: Path = typer.Option(None, "--cache-dir", help="Where cache names are looked "
+                                   "up (default: $PIPELINE_CACHE_DIR or ./cache)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
     from pipeline.heads import parse_head_args
@@ -132,7 +136,7 @@ def fit_head(
     grids = parse_head_args(tokens) if head else None
     result = fit_heads(caches, grids, metric=metric, refit=refit,
                        class_weight="balanced" if class_weight else "none", jobs=jobs,
-                       seed=seed, reports_dir=reports_dir, quiet=quiet)
+                       seed=seed, reports_dir=reports_dir, cache_dir=cache_dir, quiet=quiet)
     _print_sweep(result)
 
 
@@ -141,12 +145,17 @@ def _print_sweep(result: Any) -> None:
     m = result.metric
     table = Table(title=f"chosen per head kind (by validation {m}; test evaluated once"
                   f"{', after refit on train+validation' if result.refit else ''})")
-    for col in ("", "dataset", "base", "head", f"val {m}", f"test {m}", "test acc",
-                "test auc", "fit s", "run"):
-        table.add_column(col, justify="right" if col.startswith(("val", "test", "fit")) else
-                         "left")
+    cols = ("best_overall", "dataset", "base", "layer", "input_size", "pooling", "config",
+            f"val_{m}", f"test_{m}", "test_accuracy", "test_roc_auc", "fit_seconds", "run_id")
+    for col in cols:
+        table.add_column(_header(col), justify="right" if col in _NUMERIC or col.startswith(
+            ("val_", "test_", "fit")) else "left",
+            min_width=_id_width(result.runs) if col == "run_id" else None)
     for r in sorted(result.runs, key=lambda r: (r.dataset, not r.best_overall)):
-        table.add_row("*" if r.best_overall else "", r.dataset, r.base, r.config.label,
+        info = result.splits[r.cache_index].info if result.splits else None
+        table.add_row("*" if r.best_overall else "", r.dataset, r.base,
+                      _fmt(getattr(info, "layer", None)), _fmt(getattr(info, "input_size", None)),
+                      _fmt(getattr(info, "pooling", None)), r.config.label,
                       _fmt(r.validation.get(m)), _fmt(r.test.get(m)),
                       _fmt(r.test.get("accuracy")), _fmt(r.test.get("roc_auc")),
                       _fmt(r.validation.get("fit_seconds"), 1), r.run_id,
@@ -160,24 +169,54 @@ def _print_sweep(result: Any) -> None:
                       f"{result.reports_dir / 'index.html'})")
 
 
-def _print_leaderboard(rows: list[dict[str, Any]], metric_col: str, limit: int | None) -> None:
+def _print_leaderboard(rows: list[dict[str, Any]], metric_col: str, limit: int | None,
+                       title: str | None = None) -> None:
+    from pipeline.runs.leaderboard import SHOWN
+
     console = _console()
-    cols = ["run_id", "dataset", "base", "config", "val_balanced_accuracy",
-            "test_balanced_accuracy", "test_accuracy", "test_roc_auc"]
+    cols = list(SHOWN)
     if metric_col not in cols:
-        cols.insert(4, metric_col)
-    table = Table(title=f"{len(rows)} runs, sorted by {metric_col}")
+        cols.insert(cols.index("val_balanced_accuracy"), metric_col)
+    table = Table(title=title or f"{len(rows)} runs, sorted by {metric_col}")
+    rows = rows[:limit] if limit else rows
+    # A column no row has a value in tells nothing here (the CSV and --json keep it).
+    cols = [c for c in cols if c == metric_col or any(r.get(c) is not None for r in rows)]
     for c in cols:
-        table.add_column(c.replace("_", " "), overflow="fold",
-                         justify="right" if c.startswith(("val_", "test_", "fit")) else "left")
-    for r in rows[:limit] if limit else rows:
+        table.add_column(_header(c), overflow="fold", justify="right" if c in _NUMERIC or
+                         c.startswith(("val_", "test_", "fit")) else "left",
+                         min_width=_id_width(rows) if c == "run_id" else None)
+    for r in rows:
         table.add_row(*(_fmt(r.get(c)) for c in cols),
                       style="bold green" if r.get("best_overall") else None)
     console.print(table)
 
 
-@app.command("runs")
+_NUMERIC = ("#", "input_size", "repeats")
+
+
+def _header(name: str, width: int = 14) -> str:
+    """A column name as a header: long names break after an underscore (same name, narrower
+    column)."""
+    lines = [""]
+    for part in name.replace("_", "_ ").split(" "):
+        if lines[-1] and len(lines[-1]) + len(part) > width:
+            lines.append("")
+        lines[-1] += part
+    return "\n".join(lines)
+
+
+def _id_width(rows: list[Any]) -> int:
+    """Room for the longest run id (ids are copied from the table; never fold them)."""
+    return max((len(str(r["run_id"] if isinstance(r, dict) else r.run_id)) for r in rows),
+               default=6)
+REPORTS_HELP = "Reports folder (default: $PIPELINE_REPORTS_DIR or ./reports)."
+runs_app = typer.Typer(invoke_without_command=True, no_args_is_help=False)
+app.add_typer(runs_app, name="runs")
+
+
+@runs_app.callback(invoke_without_command=True)
 def runs(
+    ctx: typer.Context,
     dataset: str = typer.Option(None, help="Only runs on this dataset (e.g. elpv)."),
     base: str = typer.Option(None, help="Only runs on features of this base."),
     head: str = typer.Option(None, help="Only runs of this head kind."),
@@ -187,22 +226,25 @@ def runs(
                              "(default: val_balanced_accuracy)."),
     as_json: bool = typer.Option(False, "--json", help="Print the rows as JSON."),
     limit: int = typer.Option(None, help="Show at most this many rows."),
-    reports_dir: Path = typer.Option(None, "--reports-dir", help="Reports folder "
-                                     "(default: $PIPELINE_REPORTS_DIR or ./reports)."),
+    reports_dir: Path = typer.Option(None, "--reports-dir", help=REPORTS_HELP),
 ) -> None:
-    """The leaderboard of every run in the reports folder (best first).
+    """The leaderboard of every run in the reports folder (best first); `pipeline runs rm RUN...`
+    deletes runs.
 
-    Also rewrites reports/leaderboard.csv and reports/index.html (all runs, with plots).
+    Reads only (works on a read-only folder). The # column numbers the runs in the default
+    order (validation, best first) and is kept under filters and other sorts: `#3` (or `3`)
+    names that run wherever a RUN is accepted (predict, export, finetune, runs rm). Runs of an
+    identical configuration show as one row (the newest) with their count in `repeats`.
     Green rows are the overall best of their sweep. Rank on validation: the test columns are
     the honest final numbers, choosing by them would leak the test set into selection.
     """
-    from pipeline.runs.leaderboard import leaderboard, sort_column, to_json, write_leaderboard
+    from pipeline.runs.leaderboard import CSV_NAME, HTML_NAME, leaderboard, sort_column, to_json
     from pipeline.settings import reports_dir as default_reports
 
+    if ctx.invoked_subcommand is not None:
+        return
     reports = default_reports(reports_dir)
     rows = leaderboard(reports, dataset=dataset, base=base, head=head, sort=sort)
-    if reports.is_dir():
-        write_leaderboard(reports)
     if as_json:
         typer.echo(to_json(rows[:limit] if limit else rows))
         return
@@ -211,7 +253,26 @@ def runs(
             (dataset, base, head)) else "; `pipeline fit-head CACHE` makes some"))
         return
     _print_leaderboard(rows, sort_column(sort), limit)
-    _console().print(f"{reports / 'leaderboard.csv'}  {reports / 'index.html'}")
+    files = [reports / n for n in (CSV_NAME, HTML_NAME) if (reports / n).is_file()]
+    if files:
+        _console().print("  ".join(str(f) for f in files))
+
+
+@runs_app.command("rm")
+def runs_rm(
+    runs: list[str] = typer.Argument(..., metavar="RUN...", help="Run ids, unique prefixes, "
+                                     "row numbers (#3) or run folders under the reports dir."),
+    reports_dir: Path = typer.Option(None, "--reports-dir", help=REPORTS_HELP),
+) -> None:
+    """Delete run folders, then refresh leaderboard.csv and index.html.
+
+    Every RUN is resolved first: if one is not a run folder under the reports dir, nothing is
+    deleted. Example: pipeline runs rm '#3' 20261125-2229
+    """
+    from pipeline.runs.leaderboard import remove_runs
+
+    for run_id in remove_runs(runs, reports_dir):
+        typer.echo(f"removed {run_id}")
 
 
 @app.command("run")

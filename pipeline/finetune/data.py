@@ -12,6 +12,7 @@ so the fine-tuned model sees the very pixels the head's features were computed f
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,18 +35,17 @@ class SplitData:
     y: np.ndarray  # (n,) int32 labels
 
 
-def load_run_cache(cache: CacheRef | Mapping[str, Any]) -> FeatureSet:
-    """The feature cache a head run was fitted on (its record's ``cache``), checked to be
-    the same one."""
+def load_run_cache(cache: CacheRef | Mapping[str, Any],
+                   cache_dir: str | os.PathLike | None = None) -> FeatureSet:
+    """The feature cache a head run was fitted on (its record's ``cache``): at its recorded
+    path, else found under ``cache_dir`` (default ``$PIPELINE_CACHE_DIR`` or ``./cache``) by
+    file name or key; refused in one line if its key or samples digest differ from the run's."""
     cache = CacheRef.coerce(cache)
-    path = Path(cache.path or "")
-    if not cache.path or not path.is_file():
-        raise PipelineError(f"the run's feature cache {path} is gone; re-run `pipeline extract` "
-                            "and fit the head again")
+    path = cache.locate(cache_dir)
     fs = load_feature_set(path)
-    if cache.key and fs.info.key != cache.key:
-        raise PipelineError(f"{path} was rebuilt since the head was fitted (cache key "
-                            f"{str(fs.info.key)[:12]}... != {cache.key[:12]}...); "
+    why = cache.mismatch(fs.info)
+    if why is not None:
+        raise PipelineError(f"{path}: {why}; the cache was rebuilt since the head was fitted: "
                             "fit the head again on the current cache")
     if not fs.info.dataset_root:
         raise PipelineError(f"{path} does not record where its images are (dataset_root); "

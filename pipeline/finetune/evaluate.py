@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -24,6 +24,8 @@ class Evaluated:
 
     validation: dict[str, Any]
     test: dict[str, Any]
+    #: The probabilities the metrics were computed from, per split (``validation``, ``test``).
+    proba: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
 
 def predict_proba(model: Any, x: np.ndarray) -> np.ndarray:
@@ -45,4 +47,5 @@ def evaluate(prepared: Prepared, trained: Trained, folder: RunFolder) -> Evaluat
     return Evaluated(
         validation=dict(classification_metrics(val.y, val_proba),
                         fit_seconds=trained.fit_seconds),
-        test=dict(classification_metrics(test.y, test_proba), predict_seconds=predict_seconds))
+        test=dict(classification_metrics(test.y, test_proba), predict_seconds=predict_seconds),
+        proba={"validation": val_proba, "test": test_proba})

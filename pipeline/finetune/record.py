@@ -1,4 +1,4 @@
-"""Recording a finished fine-tuning run: model, config, metrics, plots, leaderboard.
+"""Recording a finished fine-tuning run: model, config, metrics, predictions, plots, leaderboard.
 
 ``config.json`` and ``metrics.json`` are the run records of :mod:`pipeline.runs.record` (so the
 run joins the leaderboard); both are built by :func:`run_record` alone.
@@ -10,12 +10,14 @@ import shutil
 from typing import TYPE_CHECKING, Any
 
 import keras
+import numpy as np
 
 import pipeline
 from pipeline.fileio import file_sha256, utc_timestamp
 from pipeline.finetune.callbacks import KeepBest
 from pipeline.finetune.run_folder import MODEL_FILE
 from pipeline.heads.params import format_value
+from pipeline.heads.sweep import SplitPredictions
 from pipeline.runs.leaderboard import write_leaderboard
 from pipeline.runs.record import (
     FINETUNE_STAGE,
@@ -26,6 +28,7 @@ from pipeline.runs.record import (
     RunRecord,
     Selection,
 )
+from pipeline.runs.writer import write_predictions
 
 if TYPE_CHECKING:
     from pipeline.context import Context
@@ -44,6 +47,10 @@ def record(prepared: Prepared, trained: Trained, evaluated: Evaluated, folder: R
                                  file_sha256(folder.path / MODEL_FILE))
     config.write(folder.path)
     metrics.write(folder.path)
+    write_predictions(folder.path, prepared.rebuilt.class_names,
+                      {s: SplitPredictions(np.asarray(prepared.splits[s].ids, dtype=object),
+                                           prepared.splits[s].y, evaluated.proba[s])
+                       for s in ("validation", "test")})
     _plots(prepared, trained, evaluated, folder, metrics.head_history)
     folder.state["status"] = "done"
     folder.write_state()

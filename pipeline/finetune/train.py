@@ -96,21 +96,26 @@ def finetune(run: str | os.PathLike = "best", options: FinetuneOptions | None = 
              ) -> FinetuneResult:
     """Fine-tune the base and head of a head run end to end; returns the new run.
 
-    ``run``: a head run id (or unique prefix), ``"best"`` (best head run on the leaderboard)
-    or a run folder. Options (:class:`~pipeline.finetune.options.FinetuneOptions`) are given
-    as an object (taken whole) and/or as keyword arguments (``epochs=5``, ``lr=1e-4``, ...;
-    these win); every option not given comes from the ``[finetune]`` table of the experiment
-    the head run was made by (``pipeline run``), else from its default. ``reports_dir=`` and
-    ``quiet=`` keywords build the ``ctx`` when none is given.
+    ``run``: a head run id (or unique prefix), a row number of ``pipeline runs`` (``"#3"``),
+    ``"best"`` (the best head run on the leaderboard that can be fine-tuned) or a run folder.
+    Options (:class:`~pipeline.finetune.options.FinetuneOptions`) are given as an object (taken
+    whole) and/or as keyword arguments (``epochs=5``, ``lr=1e-4``, ...; these win); every option
+    not given comes from the ``[finetune]`` table of the experiment the head run was made by
+    (``pipeline run``), else from its default. ``reports_dir=``, ``cache_dir=`` and ``quiet=``
+    keywords build the ``ctx`` when none is given. The head run's cache is found at its recorded
+    path, else under ``ctx.cache_dir`` (by file name, then key), so a moved reports folder and
+    cache still fine-tune.
 
     ``resume``: continue an unfinished run with the same settings (its folder holds the last
     finished epoch) instead of starting anew.
     """
     reports_dir, quiet = kwargs.pop("reports_dir", None), bool(kwargs.pop("quiet", False))
-    ctx = ctx or Context.create(reports_dir=reports_dir, quiet=quiet)
+    cache_dir = kwargs.pop("cache_dir", None)
+    ctx = ctx or Context.create(reports_dir=reports_dir, cache_dir=cache_dir, quiet=quiet)
     t_start = time.perf_counter()
     (options or FinetuneOptions()).with_given(kwargs)  # given values: checked before any work
-    src = resolve_run(run, ctx.reports_dir, head_runs_only=True)
+    src = resolve_run(run, ctx.reports_dir, head_runs_only=True, report=ctx.report)
+    _locate_cache(src, ctx)
     prepared = prepare(src, _options(src, options, kwargs), ctx)
     with open_run_folder(ctx.reports_dir, prepared.digest, prepared.settings, resume=resume,
                          name_parts=_name_parts(prepared)) as folder:
@@ -127,6 +132,16 @@ def finetune(run: str | os.PathLike = "best", options: FinetuneOptions | None = 
         seconds=time.perf_counter() - t_start)
     _summary(result, ctx)
     return result
+
+
+def _locate_cache(src: RunRef, ctx: Context) -> None:
+    """Point the run's cache record at where the cache is now (its recorded path, else found
+    under ``ctx.cache_dir`` by file name or key; refused if it holds other rows)."""
+    cache = src.record.cache
+    path = cache.locate(ctx.cache_dir)
+    if cache.path is None or path != Path(cache.path):
+        ctx.report.line(f"cache of {src.run_id}: {path} (recorded at {cache.path})")
+        cache.path = str(path.resolve())
 
 
 def _options(src: RunRef, options: FinetuneOptions | None, given: dict[str, Any]

@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.cache.catalog import resolve_cache
 from pipeline.cache.info import FeatureSetInfo
 from pipeline.cache.store import SPLITS, FeatureSet, load_feature_set
 from pipeline.context import Context
@@ -91,8 +92,11 @@ def as_grids(heads: HeadsArg) -> list[HeadGrid]:
     return grids
 
 
-def resolve_caches(caches: str | os.PathLike | Iterable[str | os.PathLike]) -> list[Path]:
-    """Cache files from paths; a folder stands for every ``*.h5`` file in it."""
+def resolve_caches(caches: str | os.PathLike | Iterable[str | os.PathLike],
+                   cache_dir: str | os.PathLike | None = None) -> list[Path]:
+    """Cache files from paths; a folder stands for every ``*.h5`` file in it; a name that is
+    no path is looked up in ``cache_dir`` (default ``$PIPELINE_CACHE_DIR`` or ``./cache``) by
+    file name or unique prefix, as ``pipeline cache info`` does."""
     if isinstance(caches, str | os.PathLike):
         caches = [caches]
     out: list[Path] = []
@@ -104,7 +108,7 @@ def resolve_caches(caches: str | os.PathLike | Iterable[str | os.PathLike]) -> l
                 raise PipelineError(f"{p}: folder holds no feature caches (*.h5)")
             out.extend(found)
         else:
-            out.append(p)
+            out.append(p if p.exists() else resolve_cache(p, cache_dir))
     if not out:
         raise PipelineError("no feature caches given")
     return list(dict.fromkeys(out))
@@ -119,6 +123,8 @@ class Split:
     x: dict[str, np.ndarray]
     y: dict[str, np.ndarray]
     ids_digest: dict[str, str]
+    #: Per split, the sample ids of its rows (in row order).
+    ids: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     @property
     def class_names(self) -> list[str]:
@@ -138,18 +144,18 @@ def prepare(fs: FeatureSet) -> Split:
     path = fs.path or Path("<memory>")
     if len(fs.class_names) < 2:
         raise PipelineError(f"{path}: needs at least 2 classes, has {len(fs.class_names)}")
-    x, y, digests = {}, {}, {}
+    x, y, digests, row_ids = {}, {}, {}, {}
     for s in SPLITS:
         if not np.any(fs.mask(s)):  # checked first: xy() cannot reshape an empty split
             raise PipelineError(f"{path}: the {s!r} split has no samples; re-extract with a "
                                 f"non-zero {s} fraction (--split)")
         xs, ys = fs.xy(s)
         x[s], y[s] = np.ascontiguousarray(xs, dtype=np.float32), ys.astype(int)
-        ids = sorted(str(i) for i in fs.ids[fs.mask(s)])
-        digests[s] = text_sha256("\n".join(ids))
+        row_ids[s] = np.asarray([str(i) for i in fs.ids[fs.mask(s)]], dtype=object)
+        digests[s] = text_sha256("\n".join(sorted(row_ids[s])))
     if len(np.unique(y["train"])) < 2:
         raise PipelineError(f"{path}: the training split holds only one class")
-    return Split(path=path, info=fs.info, x=x, y=y, ids_digest=digests)
+    return Split(path=path, info=fs.info, x=x, y=y, ids_digest=digests, ids=row_ids)
 
 
 @dataclass
@@ -163,12 +169,15 @@ class Candidate:
     predict_seconds: float = math.nan
     error: str | None = None
     head: Head | None = field(default=None, repr=False)
+    #: The validation probabilities the score was computed from.
+    proba: np.ndarray | None = field(default=None, repr=False)
 
     def record(self, out: dict[str, Any]) -> None:
         """Take the outcome of a fit (a worker's dict)."""
         self.error = out.get("error")
         self.head = out.get("head")
         self.validation = out.get("validation")
+        self.proba = out.get("proba")
         self.fit_seconds = out.get("fit_seconds", math.nan)
         self.predict_seconds = out.get("predict_seconds", math.nan)
 
@@ -176,6 +185,15 @@ class Candidate:
         if self.validation is None:
             return (-math.inf, -math.inf)
         return (score_key(self.validation, metric), score_key(self.validation, "log_loss"))
+
+
+@dataclass
+class SplitPredictions:
+    """What a chosen head predicted on one split: row ids, true labels, probabilities."""
+
+    ids: np.ndarray
+    labels: np.ndarray
+    proba: np.ndarray
 
 
 @dataclass
@@ -197,6 +215,8 @@ class ChosenRun:
     head: Head | None = field(default=None, repr=False)
     #: The train-only fit it was chosen from (its history drives the learning curve).
     candidate: Candidate | None = field(default=None, repr=False)
+    #: ``validation`` (of the train-only fit the choice saw) and ``test`` predictions.
+    predictions: dict[str, SplitPredictions] = field(default_factory=dict, repr=False)
 
     @property
     def cache_index(self) -> int:
@@ -250,7 +270,7 @@ def _fit_candidate(kind: str, params: dict[str, Any], n_classes: int, seed: int,
         t2 = time.perf_counter()
     except Exception as e:  # one failing configuration must not sink the sweep
         return {"error": f"{type(e).__name__}: {e}".splitlines()[0]}
-    return {"head": head, "validation": classification_metrics(y_va, proba),
+    return {"head": head, "validation": classification_metrics(y_va, proba), "proba": proba,
             "fit_seconds": t1 - t0, "predict_seconds": t2 - t1}
 
 
@@ -270,7 +290,8 @@ def run_sweep(caches: str | os.PathLike | Iterable[str | os.PathLike], heads: He
     report = ctx.report if ctx is not None else Reporter()
     grids = as_grids(heads)
     configs = expand_grids(grids, {"class_weight": "balanced"} if options.balanced else None)
-    data = [prepare(load_feature_set(p)) for p in resolve_caches(caches)]
+    cache_dir = ctx.cache_dir if ctx is not None else None
+    data = [prepare(load_feature_set(p)) for p in resolve_caches(caches, cache_dir)]
     candidates = [Candidate(i, c) for i in range(len(data)) for c in configs]
     _fit_all(data, candidates, options, report)
     runs = _select_and_test(data, candidates, options)
@@ -354,6 +375,10 @@ def _test(d: Split, c: Candidate, options: FitOptions, *, best: bool) -> ChosenR
     proba = head.predict_proba(d.x["test"])  # the only place test rows are predicted
     test = dict(classification_metrics(d.y["test"], proba),
                 predict_seconds=time.perf_counter() - t0, **test_extra)
+    assert c.proba is not None
+    predictions = {"validation": SplitPredictions(d.ids["validation"], d.y["validation"],
+                                                  c.proba),
+                   "test": SplitPredictions(d.ids["test"], d.y["test"], proba)}
     return ChosenRun(run_id="", run_dir=None, cache=d.path, dataset=d.dataset, base=d.base,
                      config=c.config, validation=validation, test=test, best_overall=best,
-                     head=head, candidate=c)
+                     head=head, candidate=c, predictions=predictions)

@@ -23,6 +23,7 @@ def fit_heads(
     jobs: int | None = None,
     seed: int = 0,
     reports_dir: str | os.PathLike | None = None,
+    cache_dir: str | os.PathLike | None = None,
     save: bool = True,
     quiet: bool = False,
     extra_config: Mapping[str, Any] | None = None,
@@ -31,7 +32,9 @@ def fit_heads(
     """Fit every head configuration on every cache, select on validation, test the chosen,
     and (``save=True``) write a run folder per chosen head and refresh the leaderboard.
 
-    ``caches``: feature-cache files (or folders of them) from ``pipeline extract``.
+    ``caches``: feature-cache files (or folders of them) from ``pipeline extract``, or names
+    (file name or unique prefix) in ``cache_dir`` (default ``$PIPELINE_CACHE_DIR`` or
+    ``./cache``).
     ``heads``: grids (see :func:`pipeline.heads.as_grids`); ``None`` runs the default sweep.
     ``metric``, ``refit``, ``class_weight`` (``"balanced"``/``"none"``), ``jobs``, ``seed``:
     see :class:`~pipeline.heads.FitOptions` (validated before any work).
@@ -40,7 +43,7 @@ def fit_heads(
     """
     options = FitOptions(metric=metric, refit=refit, class_weight=class_weight or "none",
                          jobs=jobs, seed=seed)
-    ctx = ctx or Context.create(reports_dir=reports_dir, quiet=quiet)
+    ctx = ctx or Context.create(reports_dir=reports_dir, cache_dir=cache_dir, quiet=quiet)
     result = run_sweep(caches, heads, options, ctx=ctx)
     if save:
         save_sweep(result, ctx, extra=extra_config)

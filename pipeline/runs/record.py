@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Self
 
 from pipeline.errors import PipelineError
-from pipeline.fileio import read_json, write_json
+from pipeline.fileio import json_sha256, read_json, write_json
 from pipeline.heads.grid import HeadConfig
 from pipeline.heads.params import format_params
 
@@ -78,6 +78,10 @@ class CacheRef(_Part):
 
     path: str | None = None
     key: str | None = None
+    #: The cache's file name: where to look for it under a cache folder when ``path`` is gone.
+    file: str | None = None
+    #: The cache's ``samples_digest`` (which images, labels and splits its rows are).
+    samples_digest: str | None = None
     dataset: str | None = None
     dataset_source: str | None = None
     base: str | None = None
@@ -100,6 +104,60 @@ class CacheRef(_Part):
     def coerce(cls, value: CacheRef | Mapping[str, Any] | None) -> CacheRef:
         """A :class:`CacheRef` from itself or from the ``cache`` table of ``config.json``."""
         return value if isinstance(value, CacheRef) else cls.from_dict(value, "cache")
+
+    def to_dict(self) -> dict[str, Any]:
+        # Fields added in version 2 are written only when known, so an older record read and
+        # written again is unchanged.
+        return {k: v for k, v in super().to_dict().items()
+                if v is not None or k not in ("file", "samples_digest")}
+
+    @property
+    def file_name(self) -> str | None:
+        """The cache's file name (recorded, else the last part of the recorded path)."""
+        return self.file or (Path(self.path).name if self.path else None)
+
+    def mismatch(self, info: Any) -> str | None:
+        """Why a feature set (its ``FeatureSetInfo``) is not this cache, or ``None``."""
+        for name, want, have in (("cache key", self.key, getattr(info, "key", None)),
+                                 ("samples digest", self.samples_digest,
+                                  getattr(info, "samples_digest", None))):
+            if want and have != want:
+                return f"its {name} {str(have)[:12]}... is not the run's {want[:12]}..."
+        return None
+
+    def locate(self, cache_dir: str | os.PathLike | None = None) -> Path:
+        """The cache file this run was fitted on: the recorded path if it still holds it,
+        else ``cache_dir`` (default ``$PIPELINE_CACHE_DIR`` or ``./cache``) searched by file
+        name, then by key. A file that is there but holds other rows is refused."""
+        from pipeline import settings
+        from pipeline.cache.store import SUFFIX, read_info
+
+        root = settings.cache_dir(cache_dir)
+        name = self.file_name
+        tried = [Path(self.path)] if self.path else []
+        if name:
+            tried.append(root / name)
+        tried += sorted(p for p in root.glob(f"*{SUFFIX}") if p not in tried) \
+            if self.key and root.is_dir() else []
+        refused: list[str] = []
+        for path in tried:
+            if not path.is_file():
+                continue
+            try:
+                why = self.mismatch(read_info(path))
+            except PipelineError as e:
+                why = str(e)
+            if why is None:
+                return path
+            if path.name == name:
+                refused.append(f"{path}: {why}")
+        if refused:
+            raise PipelineError(f"{refused[0]}; the cache was rebuilt since the run was made: "
+                                "fit the head again on the current cache")
+        raise PipelineError(f"the run's feature cache {name or '?'} (key "
+                            f"{str(self.key)[:12]}...) is neither at {self.path} nor under "
+                            f"{root}; pass --cache-dir or set $PIPELINE_CACHE_DIR to the folder "
+                            "that holds it")
 
 
 @dataclass
@@ -242,19 +300,34 @@ class RunRecord(_Part):
             raise PipelineError(f"{run_dir}: not a run folder (no {CONFIG})")
         return cls.from_dict(read_json(path), str(path))
 
+    def identity(self, run_dir: Path) -> str:
+        """Equal for runs of an identical configuration: same cache (key), stage, head kind
+        and parameters, seed and selection (and fine-tuning settings). A run whose cache key
+        is unknown is its own."""
+        if not self.cache.key:
+            return f"run:{run_dir.name}"
+        h, s = self.head, self.selection
+        return json_sha256({
+            "cache": self.cache.key, "stage": self.stage, "kind": h.kind,
+            "params": h.params or {}, "seed": h.seed, "metric": s.metric, "refit": s.refit,
+            "finetune": self.finetune.digest if self.finetune is not None else None})
+
     def leaderboard_row(self, run_dir: Path, metrics: RunMetrics) -> dict[str, Any]:
         """The row ``pipeline runs`` shows for this run (see :mod:`pipeline.runs.leaderboard`)."""
         c, h, s = self.cache, self.head, self.selection
         val, test = metrics.validation or {}, metrics.test or {}
         row: dict[str, Any] = {
             "run_id": run_dir.name, "created": self.created or None,
-            "dataset": c.dataset, "base": c.base, "head": h.kind,
+            "dataset": c.dataset, "base": c.base, "layer": c.layer,
+            "input_size": c.input_size, "pooling": c.pooling, "weights": c.weights,
+            "head": h.kind,
             "params": format_params(h.params or {}), "config": _label(h.kind, h.params or {}),
             "selection_metric": s.metric, "best_overall": bool(s.best_overall),
             "refit": bool(s.refit),
             "fit_seconds": val.get("fit_seconds"), "predict_seconds": test.get("predict_seconds"),
             "n_train": c.n_train, "n_validation": c.n_validation, "n_test": c.n_test,
-            "cache_key": c.key, "cache_path": c.path, "run_dir": str(run_dir),
+            "cache_key": c.key, "cache_file": c.file_name, "cache_path": c.path,
+            "run_dir": str(run_dir), "identity": self.identity(run_dir),
         }
         for m in METRIC_NAMES:
             row[f"val_{m}"] = val.get(m)

@@ -3,35 +3,44 @@
 The heads stage returns a :class:`~pipeline.heads.sweep.SweepResult` and writes nothing; this
 module turns each chosen configuration into a run folder (see :mod:`pipeline.runs.store`)
 holding its :class:`~pipeline.runs.record.RunRecord`, :class:`~pipeline.runs.record.RunMetrics`,
-the fitted head and the plots, then refreshes the leaderboard files.
+the fitted head, its validation and test predictions (``predictions.csv``) and the plots, then
+refreshes the leaderboard files.
 """
 
 from __future__ import annotations
 
+import csv
+import io
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline.cache.store import SPLITS
 from pipeline.context import Context
-from pipeline.fileio import utc_timestamp
-from pipeline.heads.sweep import ChosenRun, Split, SweepResult
+from pipeline.errors import PipelineError
+from pipeline.fileio import atomic_write_text, utc_timestamp
+from pipeline.heads.sweep import ChosenRun, Split, SplitPredictions, SweepResult
 from pipeline.runs.leaderboard import write_leaderboard
 from pipeline.runs.plots import plot_confusion, plot_learning_curve
 from pipeline.runs.record import CacheRef, RunMetrics, RunRecord, Selection
 from pipeline.runs.store import new_run_dir, save_head
 
+#: The validation and test predictions of a run (see :func:`write_predictions`).
+PREDICTIONS = "predictions.csv"
 #: The fields of the cache's record a run records as they are.
-_CACHE_META = ("key", "dataset_source", "weights", "weights_id", "layer", "pooling",
-               "input_size", "preprocessing", "dtype", "feature_shape", "class_names")
+_CACHE_META = ("key", "samples_digest", "dataset_source", "weights", "weights_id", "layer",
+               "pooling", "input_size", "preprocessing", "dtype", "feature_shape", "class_names")
 
 
 def cache_ref(d: Split) -> CacheRef:
     """What a run records about the cache it was fitted on."""
     meta = {k: getattr(d.info, k) for k in _CACHE_META}
     counts = {f"n_{s}": len(d.y[s]) for s in SPLITS}
-    return CacheRef.from_dict({"path": str(Path(d.path).resolve()), "dataset": d.dataset,
+    return CacheRef.from_dict({"path": str(Path(d.path).resolve()), "file": Path(d.path).name,
+                               "dataset": d.dataset,
                                "base": d.base, **meta, **counts,
                                "split_ids_sha256": d.ids_digest})
 
@@ -86,6 +95,25 @@ def _plot(run: ChosenRun, run_dir: Path, metrics: RunMetrics, class_names: list[
                             best_epoch=metrics.best_epoch)
 
 
+def write_predictions(run_dir: Path, class_names: Sequence[str],
+                      splits: Mapping[str, SplitPredictions]) -> Path:
+    """``predictions.csv``: one row per validation and test sample – ``id``, ``split``,
+    ``label`` and ``predicted`` (class names), then ``p_<class>`` per class (probabilities as
+    computed, full precision)."""
+    text = io.StringIO(newline="")
+    w = csv.writer(text)
+    w.writerow(["id", "split", "label", "predicted", *(f"p_{c}" for c in class_names)])
+    for split, p in splits.items():
+        proba = np.asarray(p.proba, dtype=np.float64)
+        if proba.shape != (len(p.ids), len(class_names)) or len(p.labels) != len(p.ids):
+            raise PipelineError(f"{run_dir}: {split} predictions do not match its rows")
+        predicted = np.argmax(proba, axis=1) if len(proba) else np.zeros(0, dtype=int)
+        for sample_id, label, pred, row in zip(p.ids, p.labels, predicted, proba, strict=True):
+            w.writerow([sample_id, split, class_names[int(label)], class_names[int(pred)],
+                        *(repr(float(v)) for v in row)])
+    return atomic_write_text(run_dir / PREDICTIONS, text.getvalue())
+
+
 def save_sweep(result: SweepResult, ctx: Context | None = None,
                extra: Mapping[str, Any] | None = None) -> SweepResult:
     """Write a run folder per chosen run under ``ctx.reports_dir`` and refresh the
@@ -106,6 +134,7 @@ def save_sweep(result: SweepResult, ctx: Context | None = None,
         metrics = run_metrics(run)
         record.write(run_dir)
         metrics.write(run_dir)
+        write_predictions(run_dir, d.class_names, run.predictions)
         _plot(run, run_dir, metrics, d.class_names)
     write_leaderboard(reports)
     result.reports_dir = reports
