@@ -6,8 +6,9 @@ added to the registry is checked without being named here. :func:`checks_for` pi
 that apply to a kind from its declared capabilities (as scikit-learn does from estimator tags):
 a ``finetunable`` kind must fold into Keras layers that compute its probabilities (any other
 kind is refused by the fine-tuning fold); a kind with "keras" in ``export_formats`` must
-export to such layers (any other kind is refused by the export fold, naming its formats). Parameters that set the amount of
-work (epochs, trees, iterations, widths) are turned down so the suite stays fast.
+export to such layers (any other kind is refused by the export fold, naming its formats).
+Parameters that set the amount of work (epochs, trees, iterations, widths) are turned down so
+the suite stays fast.
 """
 
 from __future__ import annotations
