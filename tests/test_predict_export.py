@@ -56,15 +56,20 @@ def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
                           capture_output=True, text=True, timeout=600)
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
+def _tiny_cache(base: Path) -> Path:
+    """The colour images extracted by the random-init base (the extract API)."""
     from pipeline.extract import run_extraction
 
+    return run_extraction(_colour_images(base / "data"), ["mobilenet_v2_0.35"],
+                          weights="none", input_size=SIZE, layer=LAYER,
+                          cache_dir=base / "cache", quiet=True)[0].path
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict:
     base = tmp_path_factory.mktemp("predict_export")
-    data = _colour_images(base / "data")
-    reports = base / "reports"
-    cache = run_extraction(data, ["mobilenet_v2_0.35"], weights="none", input_size=SIZE,
-                           layer=LAYER, cache_dir=base / "cache", quiet=True)[0].path
+    data, reports = base / "data", base / "reports"
+    cache = _tiny_cache(base)
     p = _cli("fit-head", str(cache), *HEAD_ARGS, "--jobs", "1", "--quiet",
              "--reports-dir", str(reports), cwd=base)
     assert p.returncode == 0, p.stderr
