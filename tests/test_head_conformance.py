@@ -4,9 +4,11 @@
 The cases are generated from :func:`pipeline.heads.list_heads` at collection time, so a kind
 added to the registry is checked without being named here. :func:`checks_for` picks the checks
 that apply to a kind from its declared capabilities (as scikit-learn does from estimator tags):
-a kind that declares ``layers=True`` must fold into Keras layers that compute its
-probabilities; any other kind must be refused by the fold. Parameters that set the amount of
-work (epochs, trees, iterations, widths) are turned down so the suite stays fast.
+a ``finetunable`` kind must fold into Keras layers that compute its probabilities (any other
+kind is refused by the fine-tuning fold); a kind with "keras" in ``export_formats`` must
+export to such layers (any other kind is refused by the export fold, naming its formats).
+Parameters that set the amount of work (epochs, trees, iterations, widths) are turned down so
+the suite stays fast.
 """
 
 from __future__ import annotations
@@ -23,13 +25,14 @@ from pipeline.finetune.fold import fold_head
 from pipeline.heads import (
     Head,
     HeadSpec,
+    export_kinds,
     finetunable_kinds,
     get_head_spec,
     layer_kinds,
     list_heads,
     make_head,
 )
-from pipeline.heads.spec import SCALINGS
+from pipeline.heads.spec import EXPORT_FORMATS, SCALINGS
 from pipeline.runs.store import LoadedHead
 
 #: Small values for the parameters that set how much work a fit does (by parameter name).
@@ -123,6 +126,11 @@ def check_capabilities_are_consistent(spec: HeadSpec, tmp_path: Path) -> None:
     assert spec.layers or not spec.finetunable  # fine-tuning stacks the folded layers
     assert (spec.kind in layer_kinds()) == spec.layers
     assert (spec.kind in finetunable_kinds()) == spec.finetunable
+    assert "onnx" in spec.export_formats  # ONNX carries every kind
+    assert set(spec.export_formats) <= set(EXPORT_FORMATS)
+    assert not spec.finetunable or "keras" in spec.export_formats
+    for fmt in EXPORT_FORMATS:
+        assert (spec.kind in export_kinds(fmt)) == (fmt in spec.export_formats)
     assert get_head_spec(spec.kind) is spec
 
 
@@ -132,27 +140,49 @@ def _loaded(head: Head) -> LoadedHead:
                       config={"cache": {"feature_shape": [N_FEATURES]}})
 
 
-def check_folds_into_equal_layers(spec: HeadSpec, tmp_path: Path) -> None:
-    """``layers=True``: the fine-tuning fold rebuilds the fitted head as Keras layers whose
-    softmax equals predict_proba (two and three classes)."""
+def _assert_layers_equal(spec: HeadSpec, purpose: str, atol: float) -> None:
+    """The fold for ``purpose`` rebuilds the fitted head as Keras layers whose softmax equals
+    predict_proba on a few rows (two and three classes)."""
     for k in (2, 3):
         x, y = blobs(k)
         head = new_head(spec, k).fit(x, y)
-        folded = fold_head(_loaded(head), N_FEATURES)
+        folded = fold_head(_loaded(head), N_FEATURES, purpose)
         inp = keras.Input((N_FEATURES,))
         model = keras.Model(inp, keras.layers.Softmax()(folded(inp)))
         np.testing.assert_allclose(model.predict(x[:8], verbose=0), head.predict_proba(x[:8]),
-                                   atol=1e-5)
+                                   atol=atol)
+
+
+def check_folds_into_equal_layers(spec: HeadSpec, tmp_path: Path) -> None:
+    """``finetunable``: the fine-tuning fold gives layers equal to predict_proba."""
+    _assert_layers_equal(spec, "finetune", 1e-5)
 
 
 def check_fold_refuses(spec: HeadSpec, tmp_path: Path) -> None:
-    """``layers=False``: the fold refuses the head with a message naming the kinds that can be
-    fine-tuned instead."""
+    """Not ``finetunable``: the fine-tuning fold refuses the head with a message naming the
+    request (fine-tuning) and the kinds that can be fine-tuned instead."""
     x, y = blobs(2)
     head = new_head(spec, 2).fit(x, y)
-    with pytest.raises(PipelineError, match="cannot be turned into Keras layers") as e:
-        fold_head(_loaded(head), N_FEATURES)
+    with pytest.raises(PipelineError, match="cannot be fine-tuned") as e:
+        fold_head(_loaded(head), N_FEATURES, "finetune")
     assert ", ".join(finetunable_kinds()) in str(e.value)
+    assert "export" not in str(e.value)
+
+
+def check_exports_to_equal_layers(spec: HeadSpec, tmp_path: Path) -> None:
+    """"keras" in ``export_formats``: the export fold gives layers equal to predict_proba
+    (float32 kernels against stored rows: within 1e-4)."""
+    _assert_layers_equal(spec, "export", 1e-4)
+
+
+def check_keras_export_refuses(spec: HeadSpec, tmp_path: Path) -> None:
+    """No "keras" in ``export_formats``: the export fold refuses, naming the request
+    (exporting) and the formats the kind can be exported in."""
+    x, y = blobs(2)
+    head = new_head(spec, 2).fit(x, y)
+    with pytest.raises(PipelineError, match="cannot be exported as Keras layers") as e:
+        fold_head(_loaded(head), N_FEATURES, "export")
+    assert "--format onnx" in str(e.value) and "fine-tun" not in str(e.value)
 
 
 Check = Callable[[HeadSpec, Path], None]
@@ -166,7 +196,9 @@ COMMON_CHECKS: tuple[Check, ...] = (
 def checks_for(spec: HeadSpec) -> Iterator[Check]:
     """The checks that apply to a kind, chosen by its declared capabilities."""
     yield from COMMON_CHECKS
-    yield check_folds_into_equal_layers if spec.layers else check_fold_refuses
+    yield check_folds_into_equal_layers if spec.finetunable else check_fold_refuses
+    yield (check_exports_to_equal_layers if "keras" in spec.export_formats
+           else check_keras_export_refuses)
 
 
 CASES = [pytest.param(spec.kind, check, id=f"{spec.kind}-{check.__name__[len('check_'):]}")
@@ -185,12 +217,17 @@ def test_every_registered_kind_is_checked():
     assert len(kinds) >= 9
     folds = {kind for kind, check in (c.values for c in CASES)
              if check is check_folds_into_equal_layers}
-    assert folds == set(layer_kinds())
+    assert folds == set(finetunable_kinds())
+    exports = {kind for kind, check in (c.values for c in CASES)
+               if check is check_exports_to_equal_layers}
+    assert exports == set(export_kinds("keras"))
 
 
 def test_capabilities_are_what_the_specs_declare():
     """Which kinds fold and fine-tune is declared on the specs, nowhere else."""
     assert layer_kinds() == ["dense", "dense_mlp", "logreg", "linear_svm", "mlp"]
     assert finetunable_kinds() == layer_kinds()
+    assert export_kinds("keras") == [*layer_kinds()[:4], "rbf_svm", "knn", "mlp"]
+    assert export_kinds("onnx") == [s.kind for s in list_heads()]
     assert {s.kind for s in list_heads() if s.scaling == "superlinear"} == {
         "rbf_svm", "knn", "random_forest", "gradient_boosting"}

@@ -85,8 +85,8 @@ def finetune(
 @app.command()
 def predict(
     model: Annotated[str, typer.Argument(
-        help=RUN_HELP + " Head runs and fine-tuned runs alike; or a MODEL.keras file from "
-        "`pipeline export`.")],
+        help=RUN_HELP + " Head runs of every kind and fine-tuned runs alike; or a MODEL.keras "
+        "or MODEL.onnx file from `pipeline export`.")],
     images: Annotated[list[Path], typer.Argument(
         help="Image files and/or folders (searched recursively for image files).")],
     as_json: Annotated[bool, typer.Option("--json", help="JSON list on stdout.")] = False,
@@ -97,7 +97,9 @@ def predict(
 ) -> None:
     """Label images with a run's model: the label and its probability per image.
 
-    Images are decoded and resized exactly as during extraction. Files that cannot be
+    A head run rebuilds its extractor exactly as its cache was made and applies the fitted
+    head; nothing in the run folder is executed (see the trust model in the README). Images
+    are decoded and resized exactly as during extraction. Files that cannot be
     decoded are listed with the reason and get no label (exit status 1 if any). Example:
 
         pipeline predict best new_cells/ --csv > predictions.csv
@@ -146,21 +148,31 @@ def predict(
 def export_cmd(
     run: Annotated[str, typer.Argument(help=RUN_HELP)] = "best",
     out: Annotated[Path | None, typer.Option(
-        "--out", "-o", help="Where to write the model (must end in .keras).",
-        show_default="<run folder>/exported.keras")] = None,
+        "--out", "-o", help="Where to write the model (ending in .keras or .onnx, as "
+        "--format).", show_default="<run folder>/exported.<format>")] = None,
+    fmt: Annotated[str, typer.Option(
+        "--format", "-f", help="keras: a .keras model (heads Keras layers express exactly: "
+        "dense, dense_mlp, logreg, linear_svm, mlp, rbf_svm, knn; and fine-tuned runs). "
+        "onnx: an ONNX model, every head kind (needs pip install 'pipeline[onnx]').")
+    ] = "keras",
     reports_dir: ReportsOpt = None,
 ) -> None:
-    """Export a run as one self-contained Keras model for raw images.
+    """Export a run as one self-contained model for raw images (.keras or ONNX).
 
     The model takes uint8 RGB images of any size, shape (batch, height, width, 3), resizes
-    them bilinearly inside (as extraction did) and returns class probabilities. It loads with
-    plain keras.models.load_model(path), no custom objects; MODEL.keras.json beside it lists
-    the class names in output order. Example:
+    them bilinearly inside (as extraction did) and returns class probabilities. A .keras file
+    loads with plain keras.models.load_model(path), MODEL.keras.json beside it listing the
+    class names in output order; an .onnx file runs in plain onnxruntime (input "image",
+    output "probabilities"), class names in its metadata. Before anything is written the
+    export is checked against the run's own predictions on the cache's validation split.
+    Examples:
 
         pipeline export best --out elpv.keras
+        pipeline export best --format onnx --out elpv.onnx
     """
     from pipeline.finetune.export import export
 
-    result = export(run, out, reports_dir=reports_dir)
-    typer.echo(f"wrote {result.path} (classes: {', '.join(result.metadata['class_names'])}; "
-               f"metadata {result.metadata_path})")
+    result = export(run, out, fmt=fmt, reports_dir=reports_dir)
+    where = f"; metadata {result.metadata_path}" if result.metadata_path else ""
+    typer.echo(f"exported run {result.metadata['source_run']} to {result.path} (classes: "
+               f"{', '.join(result.metadata['class_names'])}{where})")

@@ -12,52 +12,63 @@
   ``p_k / sum_j p_j``, the normalisation scikit-learn applies.
 * ``mlp`` (scikit-learn): ReLU ``Dense`` layers, the scaler folded into the first one.
 
-Which kinds fold is declared on their :class:`~pipeline.heads.HeadSpec` (``layers=True``); the
-head's export names its ``layer_form`` and this module has one folding rule per form. Other
-heads (RBF SVM, k-NN, forests, boosting) are not layers; fine-tuning refuses them with a
-message naming the kinds that work. The layers end in logits; the caller adds the softmax.
+* ``rbf_svm`` / ``knn`` (export only): :mod:`~pipeline.finetune.kernel_layers` (kernels
+  against the stored support vectors / training rows, ending in log-probabilities).
+
+What each kind can become is declared on its :class:`~pipeline.heads.HeadSpec`: ``finetunable``
+(fine-tuning folds it and trains through it) and ``"keras" in export_formats`` (``pipeline
+export`` writes it as layers). :func:`fold_head` is asked for one ``purpose`` and refuses a
+kind that cannot serve it with one line naming the request and the kinds that can. The
+layers end in logits; the caller adds the softmax.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 import keras
 import numpy as np
 
 from pipeline.errors import PipelineError
-from pipeline.heads.registry import finetunable_kinds, get_head_spec
+from pipeline.finetune.folded import FoldedHead
+from pipeline.finetune.kernel_layers import KERNEL_KINDS, kernel_head
+from pipeline.heads.registry import export_kinds, finetunable_kinds, get_head_spec
 from pipeline.heads.sklearn_heads import fold_scaler
 
+__all__ = ["PURPOSES", "FoldedHead", "fold_head"]
 
-@dataclass
-class FoldedHead:
-    """Layers mapping flat feature rows to logits (``log_sigmoid`` for OvR SVMs included)."""
-
-    kind: str
-    layers: list[keras.layers.Layer]
-    how: str  # one line for the run record
-    n_classes: int
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    def __call__(self, x: Any) -> Any:
-        for layer in self.layers:
-            x = layer(x)
-        return x
+#: What the layers are for: training through them, or a ``.keras`` export.
+PURPOSES = ("finetune", "export")
 
 
-def fold_head(loaded: Any, n_features: int) -> FoldedHead:
+def fold_head(loaded: Any, n_features: int, purpose: str = "finetune") -> FoldedHead:
     """Keras layers equivalent to the fitted head of a run (a :class:`LoadedHead`).
 
     ``n_features`` is the length of a flattened feature row; the layers are built for it.
+    ``purpose="finetune"`` accepts the ``finetunable`` kinds; ``"export"`` every kind with
+    "keras" in its ``export_formats`` (``rbf_svm`` and ``knn`` through
+    :func:`~pipeline.finetune.kernel_layers.kernel_head`, for export only).
     """
     kind = loaded.kind
-    if not get_head_spec(kind).layers:
+    spec = get_head_spec(kind)
+    if purpose == "finetune" and not spec.finetunable:
         raise PipelineError(
-            f"a {kind!r} head cannot be turned into Keras layers exactly, so it cannot be "
+            f"a {kind!r} head cannot be trained through as Keras layers, so it cannot be "
             f"fine-tuned; fine-tune a run of one of: {', '.join(finetunable_kinds())} "
             "(e.g. `pipeline fit-head CACHE --head logreg`)")
+    if purpose == "export" and "keras" not in spec.export_formats:
+        raise PipelineError(
+            f"a {kind!r} head cannot be exported as Keras layers exactly; export it with "
+            f"--format {' or '.join(f for f in spec.export_formats)}, or export a run of one "
+            f"of: {', '.join(export_kinds('keras'))}")
+    if purpose not in PURPOSES:
+        raise PipelineError(f"fold_head: purpose must be one of {PURPOSES}, not {purpose!r}")
+    if kind in KERNEL_KINDS and purpose == "export":
+        pipe = loaded.export()["pipeline"]
+        if int(pipe.n_features_in_) != n_features:
+            raise PipelineError(f"the {kind!r} head expects {pipe.n_features_in_} features, "
+                                f"the base gives {n_features}")
+        return kernel_head(kind, pipe, len(loaded.class_names))
     exported = loaded.export()
     form = exported.get("layer_form")
     if form not in _FOLDS:

@@ -42,7 +42,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
 
 from pipeline.errors import PipelineError
-from pipeline.finetune.fold import FoldedHead
+from pipeline.finetune.folded import FoldedHead
 
 #: Training rows x features a k-NN export may hold (200 MB of float32): every training row
 #: is stored inside the exported model and scanned for every prediction.

@@ -44,9 +44,11 @@ class Rebuilt:
     base_name: str
 
 
-def rebuild_classifier(cache: CacheRef | Mapping[str, Any], loaded: Any) -> Rebuilt:
-    """Base (as the run's record of its cache describes it) + the run's head
-    (:class:`~pipeline.runs.LoadedHead`), end to end."""
+def rebuild_features(cache: CacheRef | Mapping[str, Any]) -> Any:
+    """The extractor exactly as the run's record of its cache describes it (base, weights,
+    layer cut, pooling, input size), its weights checked against the cache's ``weights_id``:
+    a :class:`~pipeline.bases.Extractor` whose ``model`` maps float32 images in [0, 255] at
+    the input size to the cached feature arrays."""
     from pipeline.bases import build_extractor
 
     cache = CacheRef.coerce(cache)
@@ -61,9 +63,19 @@ def rebuild_classifier(cache: CacheRef | Mapping[str, Any], loaded: Any) -> Rebu
         raise PipelineError(f"the {base} weights {weights!r} built now differ from those the "
                             "cache was extracted with (weights_id mismatch); restore that "
                             "weights file or re-extract")
+    return ex
+
+
+def rebuild_classifier(cache: CacheRef | Mapping[str, Any], loaded: Any,
+                       purpose: str = "finetune") -> Rebuilt:
+    """Base (as the run's record of its cache describes it) + the run's head
+    (:class:`~pipeline.runs.LoadedHead`) folded for ``purpose`` ("finetune" or "export",
+    see :func:`~pipeline.finetune.fold.fold_head`), end to end."""
+    ex = rebuild_features(cache)
+    size = int(CacheRef.coerce(cache).input_size or 0)
     features = keras.Model(ex.model.input, ex.model.output, name=FEATURES)
     n_features = int(np.prod(ex.feature_shape))
-    folded = fold_head(loaded, n_features)
+    folded = fold_head(loaded, n_features, purpose)
     inp = keras.Input((size, size, 3), name="image")
     x = features(inp)
     if len(ex.feature_shape) > 1:

@@ -1,11 +1,15 @@
-"""Label new images with a run (head or fine-tuned) or an exported ``.keras`` model.
+"""Label new images with a run (head or fine-tuned) or an exported ``.keras``/``.onnx`` model.
 
 Where the model comes from (:func:`load_classifier`):
 
-* a head run: base + head rebuilt from the run's record of its cache (base, weights, layer,
-  pooling, input size) and its verified head file – the cache file itself is not needed;
-* a fine-tuned run: its ``model.keras`` (sha256-checked against ``config.json``);
-* a ``.keras`` file written by ``pipeline export`` (class names from its side file).
+* a head run, of any kind: the extractor rebuilt from the run's record of its cache (base,
+  weights, layer, pooling, input size), then the run's fitted head in Python on its features
+  (no folding into layers, so forests and boosting predict too) – the cache file itself is
+  not needed;
+* a fine-tuned run: its ``model.keras`` (a plain file inside the run folder, sha256-checked
+  against ``config.json``, loaded in Keras' safe mode);
+* a ``.keras`` file written by ``pipeline export`` (class names from its side file), or a
+  ``.onnx`` file (class names from its metadata; needs the ``onnx`` extra).
 
 Images are decoded with :mod:`pipeline.data.decode` and resized bilinearly exactly as during
 extraction. A file that cannot be decoded is reported with its reason and never gets a label.
@@ -44,13 +48,33 @@ class Prediction:
 
 @dataclass
 class Classifier:
-    """A model ready to predict, with what is needed to feed it and name its outputs."""
+    """A model ready to predict, with what is needed to feed it and name its outputs.
 
-    model: Any  # keras.Model
+    ``model`` maps images to probabilities, or to feature arrays when ``head`` is set (a
+    :class:`~pipeline.runs.LoadedHead` run in Python on them); for an ONNX file it is the
+    file's path, run in ``onnxruntime``.
+    """
+
+    model: Any  # keras.Model, or the path of an .onnx file
     class_names: list[str]
     input_size: int
     raw_input: bool  # True: uint8 images of any size (an exported model), one at a time
     source: str  # the run id or file it came from
+    head: Any = None  # LoadedHead fed by model's features (head runs)
+    onnx: bool = False
+
+    def probabilities(self, images: np.ndarray, batch_size: int = 32) -> np.ndarray:
+        """Class probabilities ``(n, n_classes)`` for a batch of images."""
+        if self.onnx:
+            from pipeline.finetune.onnx_export import onnx_probabilities
+
+            return onnx_probabilities(self.model, images, batch_size=batch_size)
+        if self.raw_input:
+            return np.asarray(self.model(images, training=False))
+        out = np.asarray(self.model.predict(images, batch_size=batch_size, verbose=0))
+        if self.head is None:
+            return out
+        return self.head.predict_proba(out.reshape(len(out), -1))
 
 
 def metadata_path(model_path: Path) -> Path:
@@ -60,27 +84,35 @@ def metadata_path(model_path: Path) -> Path:
 
 def load_classifier(source: str | os.PathLike,
                     reports_dir: str | os.PathLike | None = None) -> Classifier:
-    """The model ``source`` names: ``RUN_ID``, ``best``, a run folder or a ``.keras`` file."""
-    import keras
-
+    """The model ``source`` names: ``RUN_ID``, ``best``, a run folder, or a ``.keras`` or
+    ``.onnx`` file."""
     text = str(source)
     path = Path(text).expanduser()
-    if text.endswith(".keras"):
+    if text.endswith((".keras", ".onnx")):
         if not path.is_file():
             raise PipelineError(f"{path}: no such model file")
-        return _from_keras_file(path)
+        return _from_onnx_file(path) if text.endswith(".onnx") else _from_keras_file(path)
     run = resolve_run(text, reports_dir)
     class_names = list(run.record.cache.class_names or [])
     if run.is_finetuned:
-        model_path = verified_file(run.run_dir, run.record.head, "model file")
-        model = keras.models.load_model(model_path, compile=False, safe_mode=True)
+        model = load_finetuned_model(run.run_dir, run.record)
         size = int(model.inputs[0].shape[1])
         return Classifier(model, class_names, size, raw_input=False, source=run.run_id)
-    from pipeline.finetune.model import rebuild_classifier
+    from pipeline.finetune.model import rebuild_features
 
-    rebuilt = rebuild_classifier(run.record.cache, load_head(run.run_dir))
-    return Classifier(rebuilt.classifier, rebuilt.class_names, rebuilt.input_size,
-                      raw_input=False, source=run.run_id)
+    loaded = load_head(run.run_dir)  # verified and refused before any model is built
+    ex = rebuild_features(run.record.cache)
+    return Classifier(ex.model, loaded.class_names, int(run.record.cache.input_size or 0),
+                      raw_input=False, source=run.run_id, head=loaded)
+
+
+def load_finetuned_model(run_dir: Path, record: RunRecord) -> Any:
+    """A fine-tuned run's ``model.keras``: a plain file inside the run folder whose sha256
+    matches the record (a missing or empty hash is refused), loaded in Keras' safe mode."""
+    from pipeline.heads.keras_heads import load_keras_safely
+
+    model_path = verified_file(run_dir, record.head, "model file")
+    return load_keras_safely(model_path, "model file")
 
 
 def _side_metadata(path: Path) -> dict[str, Any]:
@@ -98,14 +130,17 @@ def _side_metadata(path: Path) -> dict[str, Any]:
     return {}
 
 
-def _from_keras_file(path: Path) -> Classifier:
-    import keras
+def _from_onnx_file(path: Path) -> Classifier:
+    from pipeline.finetune.onnx_export import onnx_class_names
 
-    try:
-        model = keras.models.load_model(path, compile=False, safe_mode=True)
-    except Exception as e:  # a corrupt zip, a foreign model, custom objects ...
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        raise PipelineError(f"{path}: cannot load this Keras model ({msg})") from None
+    names = onnx_class_names(path)
+    return Classifier(path, names, 0, raw_input=True, source=str(path), onnx=True)
+
+
+def _from_keras_file(path: Path) -> Classifier:
+    from pipeline.heads.keras_heads import load_keras_safely
+
+    model = load_keras_safely(path, "model")
     shape = tuple(model.inputs[0].shape[1:])
     if len(shape) != 3 or shape[-1] != 3:
         raise PipelineError(f"{path}: expected a model of RGB images, its input is {shape}")
@@ -154,7 +189,7 @@ def predict_images(clf: Classifier, paths: Sequence[Path],
         if not batch:
             return
         x = np.stack([img for _, img in batch])
-        proba = np.asarray(clf.model.predict(x, batch_size=batch_size, verbose=0))
+        proba = clf.probabilities(x, batch_size)
         for (i, _), p in zip(batch, proba, strict=True):
             results[i] = _prediction(paths[i], p, clf.class_names)
         batch.clear()
@@ -166,7 +201,7 @@ def predict_images(clf: Classifier, paths: Sequence[Path],
             results[i] = Prediction(str(path), None, None, None, error=str(e))
             continue
         if clf.raw_input:
-            proba = np.asarray(clf.model(image[None], training=False))[0]
+            proba = clf.probabilities(image[None])[0]
             results[i] = _prediction(path, proba, clf.class_names)
             continue
         batch.append((i, resize(image, clf.input_size).numpy()))
@@ -189,7 +224,7 @@ def predict(source: str | os.PathLike, images: Sequence[str | os.PathLike] | str
     """Label each image (files and/or folders) with the model ``source`` names.
 
     ``source``: ``RUN_ID``, ``best`` (top of the leaderboard), a run folder or a ``.keras``
-    file. Undecodable files come back with ``error`` set and no label.
+    or ``.onnx`` file. Undecodable files come back with ``error`` set and no label.
     """
     if isinstance(images, str | os.PathLike):
         images = [images]

@@ -31,7 +31,7 @@ _EXPORTS = {
     **dict.fromkeys(("HeadConfig", "HeadGrid", "expand_grids", "make_grid", "parse_head_args",
                      "parse_param_arg"), "grid"),
     **dict.fromkeys(("get_head_spec", "list_heads", "make_head", "register_head",
-                     "unregister_head", "layer_kinds", "finetunable_kinds",
+                     "unregister_head", "layer_kinds", "finetunable_kinds", "export_kinds",
                      "superlinear_kinds"), "registry"),
     **dict.fromkeys(("DEFAULT_METRIC", "SELECTION_METRICS", "classification_metrics"),
                     "metrics"),
@@ -44,7 +44,8 @@ _EXPORTS = {
 __all__ = [
     "DEFAULT_METRIC", "DEFAULT_SWEEP", "SELECTION_METRICS", "Candidate", "ChosenRun",
     "FitOptions", "Head", "HeadConfig", "HeadGrid", "HeadSpec", "Param", "SweepResult",
-    "as_grids", "classification_metrics", "default_sweep", "expand_grids", "finetunable_kinds",
+    "as_grids", "classification_metrics", "default_sweep", "expand_grids", "export_kinds",
+    "finetunable_kinds",
     "full_proba", "get_head_spec", "layer_kinds", "list_heads", "make_grid", "make_head",
     "parse_head_args", "parse_param_arg", "register_head", "run_sweep", "superlinear_kinds",
     "unregister_head",
@@ -81,6 +82,7 @@ if TYPE_CHECKING:
     from pipeline.heads.options import FitOptions
     from pipeline.heads.params import Param
     from pipeline.heads.registry import (
+        export_kinds,
         finetunable_kinds,
         get_head_spec,
         layer_kinds,

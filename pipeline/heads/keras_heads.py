@@ -40,6 +40,27 @@ def _keras() -> Any:
     return keras
 
 
+def load_keras_safely(path: str | os.PathLike, what: str = "model file") -> Any:
+    """A ``.keras`` model loaded with ``safe_mode=True`` (no Lambda, no code, only Keras'
+    own modules), or one line saying why not.
+
+    Only the ``.keras`` zip format is read: a legacy HDF5/SavedModel file, or anything else
+    under that name, is refused before Keras looks at it.
+    """
+    import zipfile
+
+    path = Path(path)
+    if path.suffix != ".keras" or not zipfile.is_zipfile(path):
+        raise PipelineError(f"{path}: the {what} is not a .keras (zip) model; only .keras "
+                            "models are loaded, in Keras' safe mode")
+    keras = _keras()
+    try:
+        return keras.models.load_model(path, compile=False, safe_mode=True)
+    except Exception as e:  # a foreign, corrupt or unsafe model: one line, nothing run
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise PipelineError(f"{path}: refused to load the {what} ({msg[:300]})") from None
+
+
 class KerasDenseHead(Head):
     """``[Dense(units, relu) ->] Dropout(dropout) -> Dense(n_classes)`` on feature rows."""
 
@@ -131,9 +152,8 @@ class KerasDenseHead(Head):
     @classmethod
     def load(cls, path: Path, kind: str, params: Mapping[str, Any], *,
              n_classes: int) -> KerasDenseHead:
-        keras = _keras()
         head = cls(kind, params, n_classes=n_classes)
-        head.model = keras.models.load_model(path, compile=False, safe_mode=True)
+        head.model = load_keras_safely(path, "head file")
         return head
 
     def export(self) -> dict[str, Any]:
@@ -171,9 +191,10 @@ def _common(dropout: float, epochs: int) -> tuple:
 SPECS: tuple[HeadSpec, ...] = (
     HeadSpec("dense", "Keras Dropout -> Dense(n) on pooled features (the tutorials' head)",
              KerasDenseHead, _common(0.2, 50), family="keras", features="pooled",
-             layers=True, finetunable=True),
+             layers=True, finetunable=True, export_formats=("keras", "onnx")),
     HeadSpec("dense_mlp",
              "Keras Dense(units, relu) -> Dropout -> Dense(n), for flattened features",
              KerasMLPHead, (*_common(0.5, 50), P("units", "int", 256, "hidden units", minimum=1)),
-             family="keras", features="flattened", layers=True, finetunable=True),
+             family="keras", features="flattened", layers=True, finetunable=True,
+             export_formats=("keras", "onnx")),
 )

@@ -76,6 +76,11 @@ def finetunable_kinds() -> list[str]:
     return [s.kind for s in list_heads() if s.finetunable]
 
 
+def export_kinds(fmt: str) -> list[str]:
+    """Kinds ``pipeline export --format fmt`` can write (``HeadSpec.export_formats``)."""
+    return [s.kind for s in list_heads() if fmt in s.export_formats]
+
+
 def superlinear_kinds() -> list[str]:
     """Kinds whose fitting cost grows faster than the training rows (``HeadSpec.scaling``)."""
     return [s.kind for s in list_heads() if s.scaling == "superlinear"]

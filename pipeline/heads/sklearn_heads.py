@@ -19,7 +19,6 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
@@ -35,6 +34,7 @@ from sklearn.utils.class_weight import compute_sample_weight
 
 from pipeline.errors import PipelineError
 from pipeline.heads.params import P
+from pipeline.heads.safe_store import load_estimator, save_estimator
 from pipeline.heads.spec import Head, HeadSpec, full_proba
 
 CLASS_WEIGHT = P("class_weight", "str", "none", "'balanced' reweights classes by inverse "
@@ -45,7 +45,7 @@ class SklearnHead(Head):
     """Base of the scikit-learn heads: subclasses only build the final estimator."""
 
     family = "sklearn"
-    filename = "head.joblib"
+    filename = "head.skops"
     #: Whether the estimator takes ``class_weight`` itself (else sample weights are passed).
     native_class_weight = True
 
@@ -87,16 +87,24 @@ class SklearnHead(Head):
         return full_proba(proba, pipe.classes_, self.n_classes)
 
     def save(self, folder: Path) -> Path:
-        path = Path(folder) / self.filename
-        joblib.dump(self._fitted(), path, compress=3)
-        return path
+        """Writes ``head.skops`` (no pickle: see :mod:`pipeline.heads.safe_store`)."""
+        return save_estimator(self._fitted(), Path(folder) / self.filename)
 
     @classmethod
     def load(cls, path: Path, kind: str, params: Mapping[str, Any], *,
              n_classes: int) -> SklearnHead:
-        # Only called after the caller verified the file's sha256 against the run record.
+        """Reads a ``head.skops`` file, checking every type it names before building any;
+        a pickle (``head.joblib`` of older versions) is refused, never unpickled."""
+        path = Path(path)
+        if path.suffix != ".skops":
+            raise PipelineError(f"{path}: {kind!r} heads are stored as head.skops; a "
+                                f"{path.suffix or 'suffix-less'} file is never loaded (pickles "
+                                "can run code): refit the head with `pipeline fit-head`")
         head = cls(kind, params, n_classes=n_classes)
-        head.pipeline = joblib.load(path)
+        head.pipeline = load_estimator(path)
+        if not isinstance(head.pipeline, Pipeline):
+            raise PipelineError(f"{path}: holds a {type(head.pipeline).__name__}, not a "
+                                "fitted head pipeline")
         return head
 
     def export(self) -> dict[str, Any]:
@@ -249,7 +257,9 @@ class MLPHead(SklearnHead):
 
 _C = dict(minimum=0, exclusive_minimum=True)
 #: Exactly Keras layers (the scaler folded in), so fine-tuning can start from them.
-_LAYERS = dict(layers=True, finetunable=True)
+_LAYERS = dict(layers=True, finetunable=True, export_formats=("keras", "onnx"))
+#: Exactly Keras layers for export only (kernels against stored rows; no training through).
+_KERNEL = dict(export_formats=("keras", "onnx"))
 
 #: The scikit-learn kinds, in listing order.
 SPECS: tuple[HeadSpec, ...] = (
@@ -269,14 +279,14 @@ SPECS: tuple[HeadSpec, ...] = (
         RBFSVMHead, (P("C", "float", 1.0, "inverse regularisation strength", **_C),
                      P("gamma", "float_or_str", "scale", "kernel width",
                        choices=("scale", "auto"), **_C), CLASS_WEIGHT),
-        family="sklearn", scaling="superlinear",
+        family="sklearn", scaling="superlinear", **_KERNEL,
         scaling_note="kernel SVM: fit time grows about as n^1.7, times 3 calibration folds"),
     HeadSpec(
         "knn", "k-nearest neighbours on standardised features",
         KNNHead, (P("n_neighbors", "int", 5, "neighbours that vote", minimum=1),
                   P("weights", "str", "uniform", "vote weighting",
                     choices=("uniform", "distance"))),
-        family="sklearn", scaling="superlinear",
+        family="sklearn", scaling="superlinear", **_KERNEL,
         scaling_note="each predicted row is compared with every training row"),
     HeadSpec(
         "random_forest", "random forest of decision trees",

@@ -36,6 +36,9 @@ SCALINGS = ("linear", "superlinear")
 #: ``layer_form``): a Keras model of logits; a linear model behind a StandardScaler (optionally
 #: Platt-calibrated); a ReLU multi-layer perceptron behind a StandardScaler.
 LAYER_FORMS = ("keras_model", "linear", "relu_mlp")
+#: Formats ``pipeline export`` writes: a self-contained ``.keras`` model (heads layers express
+#: exactly) and an ONNX model (every head).
+EXPORT_FORMATS = ("keras", "onnx")
 
 
 class Head(ABC):
@@ -117,6 +120,11 @@ class HeadSpec:
     layers: bool = False
     #: Fine-tuning can start from a run of this kind (base + folded head, trained end to end).
     finetunable: bool = False
+    #: The formats ``pipeline export`` can write a run of this kind in (see
+    #: :data:`EXPORT_FORMATS`): "keras" where built-in Keras layers compute its
+    #: ``predict_proba`` exactly (a kNN vote can be exported but not trained through), "onnx"
+    #: for every kind.
+    export_formats: tuple[str, ...] = ("onnx",)
     #: How the fitting cost grows with the training rows: one of :data:`SCALINGS`.
     scaling: str = "linear"
     #: Why, in a few words, when the cost grows faster than the rows.
@@ -129,6 +137,12 @@ class HeadSpec:
         if self.finetunable and not self.layers:
             raise ValueError(f"head {self.kind!r}: finetunable needs layers=True (fine-tuning "
                              "stacks the folded head on the base)")
+        unknown = [f for f in self.export_formats if f not in EXPORT_FORMATS]
+        if unknown:
+            raise ValueError(f"head {self.kind!r}: export format {unknown[0]!r} is not one of "
+                             f"{EXPORT_FORMATS}")
+        if self.layers and "keras" not in self.export_formats:
+            raise ValueError(f"head {self.kind!r}: layers=True means it exports as keras")
 
     @property
     def param_names(self) -> list[str]:

@@ -6,13 +6,17 @@ Layout of ``<reports>/<run_id>/``::
                             (path, key, dataset, base ...), head kind, parameters and file
                             sha256, how it was selected
     metrics.json            validation and test metrics (+ per-epoch history for epoch heads)
-    head.joblib|head.keras  the fitted head
+    head.skops|head.keras   the fitted head (scikit-learn heads in skops' format, no pickle)
     confusion_matrix.png    validation and test confusion matrices
     learning_curve.png      accuracy and loss per epoch, train and validation (epoch heads)
 
-A head file is loaded only after its sha256 matches the one recorded in ``config.json`` (a
-joblib file is a pickle: loading an altered one could run arbitrary code). Keras heads are
-additionally loaded with ``safe_mode=True``.
+Trust model: loading a run folder never runs code from it. Every file a record names must
+be a plain file directly inside the run folder (no absolute path, no ``..``, no symlink out)
+whose sha256 matches the recorded one (a missing or empty hash is refused, not skipped) --
+that catches damage and mix-ups; what protects against a *hostile* folder (which can rewrite
+the hash too) is the formats: scikit-learn heads are skops files whose every type is checked
+against an allow-list before anything is built (pickles are refused), and Keras heads and
+models are ``.keras`` zips loaded with ``safe_mode=True`` (no Lambda, only Keras modules).
 """
 
 from __future__ import annotations
@@ -122,14 +126,39 @@ class LoadedHead:
                     cache=self.cache.to_dict())
 
 
-def verified_file(run_dir: Path, info: HeadFile, what: str = "head file") -> Path:
-    """The run's head (or model) file, refused if missing or if its sha256 differs."""
-    name, digest = info.file, info.sha256
-    if not isinstance(name, str) or not isinstance(digest, str) or not info.kind:
-        raise PipelineError(f"{run_dir / CONFIG}: incomplete run record")
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def inside_run(run_dir: Path, name: Any, what: str = "file") -> Path:
+    """``run_dir / name`` for a file name a run record gives, refused unless it is a plain
+    file directly inside the run folder: no absolute path, no ``..``, no sub-folder, no
+    symlink (which could point anywhere)."""
+    where = run_dir / CONFIG
+    if not isinstance(name, str) or not name:
+        raise PipelineError(f"{where}: names no {what}; refusing to load the run")
+    if Path(name).is_absolute() or Path(name).name != name or name in (".", ".."):
+        raise PipelineError(f"{where}: the {what} {name!r} is not a file name inside the run "
+                            "folder; refusing to load anything outside it")
     path = run_dir / name
-    if Path(name).name != name or not path.is_file():
+    if path.is_symlink():
+        raise PipelineError(f"{path}: the {what} is a symbolic link; refusing to follow it "
+                            "out of the run folder")
+    if not path.is_file():
         raise PipelineError(f"{run_dir}: {what} {name!r} is missing")
+    return path
+
+
+def verified_file(run_dir: Path, info: HeadFile, what: str = "head file") -> Path:
+    """The run's head (or model) file, refused if it is not a plain file inside the run
+    folder, if the record has no sha256 for it, or if the sha256 differs."""
+    run_dir = Path(run_dir)
+    if not info.kind:
+        raise PipelineError(f"{run_dir / CONFIG}: incomplete run record (no head kind)")
+    path = inside_run(run_dir, info.file, what)
+    name, digest = path.name, info.sha256
+    if not isinstance(digest, str) or not _SHA256.fullmatch(digest):
+        raise PipelineError(f"{run_dir / CONFIG}: no valid sha256 recorded for the {what} "
+                            f"{name!r}; refusing to load an unchecked file")
     actual = file_sha256(path)
     if actual != digest:
         raise PipelineError(f"{path}: sha256 {actual[:12]}... does not match the recorded "
@@ -144,8 +173,16 @@ def load_head(run_dir: str | os.PathLike) -> LoadedHead:
     info, class_names = record.head, list(record.cache.class_names or [])
     if not class_names:
         raise PipelineError(f"{run_dir / CONFIG}: incomplete run record")
-    path = verified_file(run_dir, info)
     spec = get_head_spec(str(info.kind))
+    if str(info.file or "").endswith(".joblib"):
+        raise PipelineError(f"{run_dir}: its head is a pickle (head.joblib, written by an older "
+                            "version) and pickles are never loaded; refit it with "
+                            "`pipeline fit-head`")
+    want = Path(spec.cls.filename).suffix
+    if Path(str(info.file or "")).suffix != want:
+        raise PipelineError(f"{run_dir / CONFIG}: a {info.kind!r} head is stored as a {want} "
+                            f"file, the record names {info.file!r}; refusing to load it")
+    path = verified_file(run_dir, info)
     params = spec.resolve(info.params or {})
     head = spec.cls.load(path, str(info.kind), params, n_classes=len(class_names))
     head.seed = int(info.seed or 0)
