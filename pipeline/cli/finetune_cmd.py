@@ -18,8 +18,9 @@ from pipeline.finetune.options import FinetuneOptions
 ReportsOpt = Annotated[Path | None, typer.Option(
     "--reports-dir", help="Run folders (default: $PIPELINE_REPORTS_DIR or ./reports).",
     show_default=False)]
-RUN_HELP = ("A run id from the leaderboard (or a unique prefix of one), 'best' (the top "
-            "of the leaderboard by validation metric), or a run folder path.")
+RUN_HELP = ("A run id from the leaderboard (or a unique prefix of one), a row number of "
+            "`pipeline runs` (#3), 'best' (the top of the leaderboard by validation metric), "
+            "or a run folder path.")
 
 
 def _opt(name: str, *flags: str, show_default: str | None = None) -> typer.models.OptionInfo:
@@ -34,8 +35,8 @@ def _opt(name: str, *flags: str, show_default: str | None = None) -> typer.model
 @app.command()
 def finetune(
     run: Annotated[str, typer.Argument(
-        help=RUN_HELP + " A row number of `pipeline runs` (#3) works too. Must be a head "
-        "run of a kind that folds into Keras layers (see `pipeline heads`); 'best' picks "
+        help=RUN_HELP + " Must be a head run of a kind that can be fine-tuned (see "
+        "`pipeline heads`); 'best' picks "
         "the best such head run and says which better runs it skipped.")] = "best",
     epochs: Annotated[int | None, _opt("epochs")] = None,
     learning_rate: Annotated[float | None, _opt("learning_rate", "--learning-rate",

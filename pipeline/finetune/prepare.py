@@ -99,13 +99,14 @@ def prepare(src: RunRef, options: FinetuneOptions, ctx: Context) -> Prepared:
 
 
 def load_foldable_head(src: RunRef) -> LoadedHead:
-    """The run's head, refused unless it can be turned into Keras layers exactly."""
+    """The run's head, refused unless its kind can be fine-tuned (trained through as Keras
+    layers; declared on its HeadSpec)."""
     loaded = load_head(src.run_dir)
     finetunable = finetunable_kinds()
     if loaded.kind not in finetunable:
         raise PipelineError(
-            f"run {src.run_id} has a {loaded.kind!r} head, which cannot be turned into Keras "
-            f"layers exactly, so it cannot be fine-tuned; fine-tune a run of one of: "
+            f"fine-tuning run {src.run_id}: a {loaded.kind!r} head cannot be trained through as "
+            f"Keras layers, so it cannot be fine-tuned; fine-tune a run of one of: "
             f"{', '.join(finetunable)} (e.g. `pipeline fit-head CACHE --head logreg`)")
     return loaded
 
