@@ -91,7 +91,7 @@ class FeatureSetInfo:
     #: Per split: "given" by the dataset, "carved" out of its train split, or "assigned".
     split_origin: dict[str, str] = field(default_factory=dict)
     #: ``{split: {class name: rows}}`` of the rows in the file.
-    split_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    split_class_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     # provenance
     versions: dict[str, str] = field(default_factory=dict)
     extracted_at: str | None = None  # UTC, ISO 8601

@@ -44,6 +44,24 @@ from pipeline.errors import PipelineError
 from pipeline.fileio import file_lock
 from pipeline.progress import Reporter
 
+def work_path(path: Path) -> Path:
+    """The folder of a feature set's resumable shards."""
+    return path.with_suffix(".work")
+
+
+def lock_path(path: Path) -> Path:
+    """A feature set's lock file (hidden; it outlives runs)."""
+    return path.parent / f".{path.stem}.lock"
+
+
+def litter(path: Path) -> list[Path]:
+    """Temporary files that killed runs of this feature set left behind: its HDF5 file being
+    written, and shards being saved."""
+    work = work_path(path)
+    return [*path.parent.glob(f".{path.name}.*.tmp"),
+            *(work.glob(".shard-*") if work.is_dir() else ())]
+
+
 #: What a write into a folder that cannot be written fails with.
 READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
@@ -58,8 +76,8 @@ class FeatureSetWriter:
         self.dtype = np.dtype(dtype)
         self.compression = compression
         self.report = report or Reporter(quiet=True)
-        self.shards = WorkShards(self.path.with_suffix(".work"))
-        self.lock_path = self.path.parent / f".{self.path.stem}.lock"  # hidden; outlives runs
+        self.shards = WorkShards(work_path(self.path))
+        self.lock_path = lock_path(self.path)
         #: Rows already computed, by content hash.
         self.rows: dict[str, np.ndarray] = {}
         #: Rows added by this writer (not reused).
@@ -110,9 +128,7 @@ class FeatureSetWriter:
         """Remove the temporary files of killed runs of this cache: its HDF5 file being
         written and shards being saved (call with the lock held: no run of this cache is
         writing them)."""
-        litter = [*self.path.parent.glob(f".{self.path.name}.*.tmp"),
-                  *(self.shards.path.glob(".shard-*") if self.shards.path.is_dir() else ())]
-        for p in litter:
+        for p in litter(self.path):
             with contextlib.suppress(OSError):
                 p.unlink()
 

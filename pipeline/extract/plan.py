@@ -108,7 +108,8 @@ def feature_set_info(plan: BasePlan, ds: Dataset, rows: Sequence[Sample], digest
         dataset_identity=dataset_identity(ds.source, ds.options), dtype=options.dtype,
         options_key=plan.options_key, key=content_key(plan.options_key, (s.sha256 for s in rows)),
         samples_digest=digest, split_fractions=list(options.split), split_seed=options.seed,
-        split_origin=dict(ds.split_origin), split_counts=per_class_counts(rows, ds.class_names),
+        split_origin=dict(ds.split_origin),
+        split_class_counts=per_class_counts(rows, ds.class_names),
         versions=versions(), extracted_at=utc_timestamp(), extraction=stats,
         n_skipped=len(result.skipped)), strict=True)
 
