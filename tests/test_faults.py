@@ -11,8 +11,6 @@ import errno
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,6 +19,7 @@ import numpy as np
 import pytest
 from conftest import TINY, make_class_folder, make_image
 from heads_helpers import make_cache
+from test_extract import extract_until_shards
 from typer.testing import CliRunner
 
 import pipeline.cache.store as store
@@ -263,16 +262,7 @@ def test_a_full_disk_at_the_hdf5_write_leaves_nothing_that_looks_complete(image_
 def test_ctrl_c_exits_130_saying_finished_work_is_kept(tmp_path):
     data = make_class_folder(tmp_path / "d", {"a": 60, "b": 60})
     cache = tmp_path / "c"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "pipeline", "extract", str(data), "--base", "mobilenet_v2_0.35",
-         "--weights", "none", "--input-size", "96", "--batch-size", "2", "--cache-dir",
-         str(cache), "--quiet"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if len(list(cache.glob("*.work/shard-*.npz"))) >= 3:
-            break
-        time.sleep(0.005)
-    assert proc.poll() is None, "extraction finished before it could be interrupted"
+    proc = extract_until_shards(data, cache, 3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
