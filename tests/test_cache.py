@@ -63,7 +63,7 @@ def test_record_round_trips_through_the_file(tmp_path):
     path = write_toy(tmp_path / "toy.h5", info)
     got = read_info(path)
     filled = info.replace(n_samples=6, feature_shape=[4], dtype="float32",
-                          features_sha256=got.features_sha256)
+                          features_sha256=got.features_sha256, rows_digest=got.rows_digest)
     assert got == filled and got.schema_version == SCHEMA_VERSION
     assert FeatureSetInfo.from_dict(json.loads(json.dumps(got.to_dict()))) == got
     fs = load_feature_set(path)

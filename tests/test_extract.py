@@ -140,16 +140,22 @@ def _tiny_args(data: Path, cache: Path, *extra: str) -> list[str]:
             "--input-size", "96", "--cache-dir", str(cache), "--quiet", *extra]
 
 
+def extract_until_shards(data: Path, cache: Path, n: int) -> subprocess.Popen:
+    """``pipeline extract`` (batches of 2, 96 px) running until ``n`` shards are saved."""
+    proc = _cli(*_tiny_args(data, cache, "--batch-size", "2"))
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if len(list(cache.glob("*.work/shard-*.npz"))) >= n:
+            break
+        time.sleep(0.005)
+    assert proc.poll() is None, "extraction finished before it could be stopped"
+    return proc
+
+
 def test_killed_run_resumes_and_equals_an_uninterrupted_run(tmp_path):
     data = make_class_folder(tmp_path / "d", {"a": 60, "b": 60})
     killed_cache, clean_cache = tmp_path / "killed", tmp_path / "clean"
-    proc = _cli(*_tiny_args(data, killed_cache, "--batch-size", "2"))
-    deadline = time.time() + 120
-    while time.time() < deadline and proc.poll() is None:
-        if len(list(killed_cache.glob("*.work/shard-*.npz"))) >= 5:
-            break
-        time.sleep(0.005)
-    assert proc.poll() is None, "extraction finished before it could be killed"
+    proc = extract_until_shards(data, killed_cache, 5)
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert not list(killed_cache.glob("*.h5")), "a killed run must not leave a complete cache"

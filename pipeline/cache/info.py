@@ -32,6 +32,14 @@ MIRRORED = ("base", "pooling", "layer", "input_size", "key", "format_version", "
 REBUILD = "rebuild it with `pipeline extract DATA --base BASE` (same options)"
 
 
+def rebuild_hint(info: FeatureSetInfo | None) -> str:
+    """How to rebuild a feature set: its own dataset and base when the record names them."""
+    if info is None or not info.dataset_source or not info.base:
+        return REBUILD
+    return f"rebuild it with `pipeline extract {info.dataset_source} --base {info.base}` " \
+        "(same options)"
+
+
 @dataclass(frozen=True)
 class ExtractionStats:
     """How the extraction that wrote a feature set went (not part of any key)."""
@@ -50,7 +58,8 @@ class FeatureSetInfo:
 
     ``class_names`` is required; the extractor fields are those of
     ``Extractor.describe()``; ``n_samples``, ``feature_shape``, ``dtype``,
-    ``features_sha256`` and ``format_version`` are filled in by the writer from the features.
+    ``features_sha256``, ``rows_digest`` and ``format_version`` are filled in by the writer
+    from the rows.
     """
 
     class_names: list[str]
@@ -59,6 +68,9 @@ class FeatureSetInfo:
     dataset_source: str | None = None
     dataset_root: str | None = None  # where the images were; not part of any key
     dataset_options: dict[str, Any] = field(default_factory=dict)
+    #: Short hash of what the dataset is (its resolved source path, or the builtin name and
+    #: options): part of the file name, so two datasets never share a cache file.
+    dataset_identity: str | None = None
     # the extractor (Extractor.describe())
     base: str | None = None
     weights: str | None = None
@@ -76,6 +88,10 @@ class FeatureSetInfo:
     samples_digest: str | None = None
     split_fractions: list[float] | None = None
     split_seed: int | None = None
+    #: Per split: "given" by the dataset, "carved" out of its train split, or "assigned".
+    split_origin: dict[str, str] = field(default_factory=dict)
+    #: ``{split: {class name: rows}}`` of the rows in the file.
+    split_class_counts: dict[str, dict[str, int]] = field(default_factory=dict)
     # provenance
     versions: dict[str, str] = field(default_factory=dict)
     extracted_at: str | None = None  # UTC, ISO 8601
@@ -84,6 +100,9 @@ class FeatureSetInfo:
     n_samples: int = 0
     feature_shape: list[int] = field(default_factory=list)
     features_sha256: str | None = None
+    #: Digest of the rows (ids, content hashes, labels, splits, class names), checked on
+    #: every load; files written before it existed have none.
+    rows_digest: str | None = None
     n_skipped: int = 0
     format_version: int = FORMAT_VERSION
     schema_version: int = SCHEMA_VERSION

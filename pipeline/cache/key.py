@@ -2,7 +2,9 @@
 
 The **options key** covers the extractor (base, weights identity, layer, pooling, input size,
 preprocessing, resize) plus the stored dtype and the format version; it names the file and
-the resumable work folder. The **content key** adds the sorted content hashes of the images,
+the resumable work folder, together with the **dataset identity** (a hash of the dataset's
+resolved source path and options), so two folders both called ``data`` never share a file.
+The **content key** adds the sorted content hashes of the images,
 so it changes exactly when the features would. No paths, no mtimes.
 """
 
@@ -35,6 +37,15 @@ def dataset_digest(ids: Iterable[str], sha256s: Iterable[str], labels: Iterable[
     return json_sha256({"rows": rows, "classes": class_names})
 
 
-def cache_file_name(dataset: str, base: str, options: str) -> str:
+def dataset_identity(source: str, options: dict[str, Any]) -> str:
+    """What a dataset is, as a short hash: its resolved source (a folder or a CSV file; a
+    builtin's name) and the options that change its rows. Adding images keeps it; another
+    folder that happens to have the same name does not share it."""
+    return json_sha256({"source": source, "options": options})[:10]
+
+
+def cache_file_name(dataset: str, base: str, options: str, identity: str) -> str:
+    """``<readable dataset name>-<dataset identity>-<base>-<options key>.h5``: the readable
+    part alone never decides which file a dataset uses."""
     safe = re.sub(r"[^A-Za-z0-9._-]+", "_", dataset).strip("_") or "data"
-    return f"{safe}-{base}-{options[:12]}.h5"
+    return f"{safe}-{identity}-{base}-{options[:12]}.h5"

@@ -13,8 +13,9 @@ Layout (format version 1)::
                                     input size, preprocessing, dtype, versions, key, timings ...
 
 A file is written to a temporary name and renamed into place only when complete, so a
-file under its final name is always whole; ``info.features_sha256`` lets ``verify`` check
-the numbers themselves.
+file under its final name is always whole. ``info.rows_digest`` (ids, content hashes, labels,
+splits, class names) and ``info.features_sha256`` are stored at write time and checked on
+every load, so a flipped byte is refused, never read as data.
 """
 
 from __future__ import annotations
@@ -30,13 +31,14 @@ from typing import Any
 import h5py
 import numpy as np
 
-from pipeline.cache.info import FORMAT_VERSION, FeatureSetInfo
+from pipeline.cache.info import FORMAT_VERSION, FeatureSetInfo, rebuild_hint
+from pipeline.cache.key import dataset_digest
 from pipeline.data.splits import SPLITS
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_path
 
 __all__ = ["COMPRESSIONS", "FORMAT_VERSION", "SPLITS", "SUFFIX", "FeatureSet",
-           "features_digest", "load_feature_set", "read_info", "read_meta",
+           "features_digest", "integrity_problems", "load_feature_set", "read_info", "read_meta",
            "verify_feature_set", "write_feature_set"]
 
 SUFFIX = ".h5"
@@ -122,6 +124,8 @@ def write_feature_set(
         raise ValueError(f"unknown split names {bad}; expected {SPLITS}")
     info = info.replace(format_version=FORMAT_VERSION, n_samples=n,
                         features_sha256=features_digest(features),
+                        rows_digest=dataset_digest(ids, sha256, labels, split,
+                                                   list(info.class_names)),
                         feature_shape=list(features.shape[1:]), dtype=str(features.dtype))
     layout = _layout(features, compression)
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
@@ -137,8 +141,11 @@ def write_feature_set(
 
 
 def _strings(f: h5py.File, name: str, values: Sequence[str]) -> None:
-    f.create_dataset(name, data=np.array(list(values), dtype=object),
-                     dtype=h5py.string_dtype("utf-8"))
+    """Variable-length UTF-8 strings. A file name that is not valid UTF-8 (decoded by Python
+    with surrogate escapes) is stored as its bytes on disk and read back the same, so its id
+    still names the file (read with ``asstr(errors="surrogateescape")``)."""
+    data = [str(v).encode("utf-8", "surrogateescape") for v in values]
+    f.create_dataset(name, data=np.array(data, dtype=object), dtype=h5py.string_dtype("utf-8"))
 
 
 COMPRESSIONS = ("auto", "lzf", "gzip", "none")
@@ -173,35 +180,73 @@ def read_meta(path: str | os.PathLike) -> dict[str, Any]:
 
 
 def load_feature_set(path: str | os.PathLike, *, mmap_features: bool = False) -> FeatureSet:
-    """Load a feature-set file written by :func:`write_feature_set` (or by ``extract``)."""
-    path = Path(path)
+    """Load a feature-set file written by :func:`write_feature_set` (or by ``extract``).
+
+    Every load checks the rows (ids, content hashes, labels, splits, class names) against the
+    digest stored when the file was written, and the features against their checksum; a file
+    that fails is a one-line :class:`PipelineError` saying how to rebuild it.
+    """
+    fs = _read(Path(path))
+    problems = integrity_problems(fs)
+    if problems:
+        raise PipelineError(f"{path}: corrupt feature cache ({'; '.join(problems)}); "
+                            f"{rebuild_hint(fs.info)}")
+    return fs
+
+
+def integrity_problems(fs: FeatureSet) -> list[str]:
+    """The stored digests that the rows or the features no longer match (files written before
+    the rows digest existed are checked on their features only)."""
+    problems = []
+    if fs.info.rows_digest is not None and rows_digest(fs) != fs.info.rows_digest:
+        problems.append("ids, labels, content hashes or splits do not match their stored digest")
+    if fs.info.features_sha256 is not None and \
+            features_digest(fs.features) != fs.info.features_sha256:
+        problems.append("features do not match their stored checksum")
+    return problems
+
+
+def rows_digest(fs: FeatureSet) -> str:
+    return dataset_digest(fs.ids, fs.sha256, fs.labels, fs.split, fs.class_names)
+
+
+def _decoded(values: np.ndarray) -> np.ndarray:
+    """Fixed-width byte strings as text; a byte that is not ASCII survives as an escape (it
+    then fails the rows digest instead of crashing the read)."""
+    return np.array([bytes(v).decode("utf-8", "surrogateescape") for v in values], dtype=str)
+
+
+def _read(path: Path) -> FeatureSet:
+    """The rows and record of a file, without the integrity checks."""
     with _open(path) as f:
         info = FeatureSetInfo.read(f, path)
         try:
             features = f["features"][()]
-            ids = f["ids"].asstr()[()]
-            sha = f["sha256"][()].astype(str)
+            ids = f["ids"].asstr(errors="surrogateescape")[()]
+            sha = _decoded(f["sha256"][()])
             labels = f["labels"][()].astype(np.int64)
-            split = f["split"][()].astype(str)
-            skipped = list(zip(f["skipped/ids"].asstr()[()], f["skipped/reasons"].asstr()[()],
+            split = _decoded(f["split"][()])
+            skipped = list(zip(f["skipped/ids"].asstr(errors="surrogateescape")[()],
+                               f["skipped/reasons"].asstr(errors="surrogateescape")[()],
                                strict=True))
-        except (KeyError, OSError) as e:
-            raise PipelineError(f"{path}: not a complete feature cache ({e})") from None
+        except (KeyError, OSError, ValueError, TypeError) as e:
+            raise PipelineError(f"{path}: not a complete feature cache ({e}); "
+                                f"{rebuild_hint(info)}") from None
     if not (len(features) == len(ids) == len(sha) == len(labels) == len(split)):
-        raise PipelineError(f"{path}: corrupt feature cache (datasets of different lengths)")
+        raise PipelineError(f"{path}: corrupt feature cache (datasets of different lengths); "
+                            f"{rebuild_hint(info)}")
     return FeatureSet(features=features, labels=labels, ids=np.asarray(ids, dtype=object),
                       sha256=sha, split=split, info=info, skipped=skipped, path=path)
 
 
 def verify_feature_set(path: str | os.PathLike) -> list[str]:
-    """Problems found in a feature-set file; an empty list means it is whole and consistent."""
+    """Problems found in a feature-set file; an empty list means it is whole and consistent:
+    its rows and features match the digests stored when it was written."""
     try:
-        fs = load_feature_set(path)
+        fs = _read(Path(path))
     except PipelineError as e:
         return [str(e)]
-    problems = []
-    if features_digest(fs.features) != fs.info.features_sha256:
-        problems.append("features do not match their recorded digest")
+    problems = integrity_problems(fs)
     if fs.info.format_version != FORMAT_VERSION:
         problems.append(f"format version {fs.info.format_version} != {FORMAT_VERSION}")
     if len(set(fs.ids)) != len(fs.ids):
@@ -209,6 +254,8 @@ def verify_feature_set(path: str | os.PathLike) -> list[str]:
     n_classes = len(fs.class_names)
     if len(fs.labels) and (fs.labels.min() < 0 or fs.labels.max() >= n_classes):
         problems.append("labels outside the class list")
+    if set(fs.split.tolist()) - set(SPLITS):
+        problems.append("unknown split names")
     if not np.isfinite(fs.features).all():
         problems.append("non-finite feature values")
     if any(len(h) != 64 for h in fs.sha256):

@@ -16,11 +16,19 @@ interleave (the second waits). Every added batch is saved as a shard in the back
 killed run resumes from them. ``finalize`` writes the HDF5 file in the order given under a
 temporary name and renames it into place, then clears the shards: nothing appears under the
 final name until it is complete.
+
+The machine failing is one line (:class:`PipelineError`), never a traceback: a cache folder
+that cannot be written still serves a cache hit (no lock is needed to read a file renamed
+into place whole), and anything that must write says the folder is read-only; a full disk
+keeps the finished shards, and the next run resumes from them. A run killed while writing
+leaves temporary files; the next writer of the same cache removes them while it holds the
+lock (so never another run's live files).
 """
 
 from __future__ import annotations
 
 import contextlib
+import errno
 from collections.abc import Iterable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
@@ -30,11 +38,32 @@ from typing import Self
 import numpy as np
 
 from pipeline.cache.info import FeatureSetInfo
-from pipeline.cache.store import load_feature_set, read_info, write_feature_set
+from pipeline.cache.store import FeatureSet, load_feature_set, read_info, write_feature_set
 from pipeline.cache.work import WorkShards
 from pipeline.errors import PipelineError
 from pipeline.fileio import file_lock
 from pipeline.progress import Reporter
+
+def work_path(path: Path) -> Path:
+    """The folder of a feature set's resumable shards."""
+    return path.with_suffix(".work")
+
+
+def lock_path(path: Path) -> Path:
+    """A feature set's lock file (hidden; it outlives runs)."""
+    return path.parent / f".{path.stem}.lock"
+
+
+def litter(path: Path) -> list[Path]:
+    """Temporary files that killed runs of this feature set left behind: its HDF5 file being
+    written, and shards being saved."""
+    work = work_path(path)
+    return [*path.parent.glob(f".{path.name}.*.tmp"),
+            *(work.glob(".shard-*") if work.is_dir() else ())]
+
+
+#: What a write into a folder that cannot be written fails with.
+READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
 
 class FeatureSetWriter:
@@ -47,8 +76,8 @@ class FeatureSetWriter:
         self.dtype = np.dtype(dtype)
         self.compression = compression
         self.report = report or Reporter(quiet=True)
-        self.shards = WorkShards(self.path.with_suffix(".work"))
-        self.lock_path = self.path.parent / f".{self.path.stem}.lock"  # hidden; outlives runs
+        self.shards = WorkShards(work_path(self.path))
+        self.lock_path = lock_path(self.path)
         #: Rows already computed, by content hash.
         self.rows: dict[str, np.ndarray] = {}
         #: Rows added by this writer (not reused).
@@ -58,15 +87,55 @@ class FeatureSetWriter:
         self._pending: list[Future] = []
         self._existing: FeatureSetInfo | None = None
         self._existing_read = False
+        self._loaded: FeatureSet | None = None
+        #: Why the cache folder cannot be written (``None``: it can, and the lock is held).
+        self.read_only: str | None = None
+
+    def write_error(self, e: OSError) -> PipelineError:
+        """A failed write as one line (a full disk, a read-only folder, ...)."""
+        why = e.strerror or str(e)
+        if e.errno in READ_ONLY_ERRNOS:
+            return PipelineError(f"cannot write to the cache folder {self.path.parent} ({why}); "
+                                 "a cache hit only reads, but this extraction must write: use "
+                                 "a writable --cache-dir")
+        return PipelineError(f"cannot write {self.path} ({why}); finished work is kept and "
+                             "the next run resumes")
+
+    def require_writable(self) -> None:
+        """Refuse, in one line, to start work that must write into a read-only folder."""
+        if self.read_only is not None:
+            raise PipelineError(f"cannot write to the cache folder {self.path.parent} "
+                                f"({self.read_only}); a cache hit only reads, but this "
+                                "extraction must write: use a writable --cache-dir")
 
     # -- the lock and the background shard saver ----------------------------------------
     def __enter__(self) -> Self:
         stack = contextlib.ExitStack()
-        stack.enter_context(file_lock(self.lock_path, on_wait=lambda: self.report.line(
-            f"waiting for another extraction of {self.path}")))
+        try:
+            stack.enter_context(file_lock(self.lock_path, on_wait=lambda: self.report.line(
+                f"waiting for another extraction of {self.path}")))
+        except OSError as e:
+            if e.errno not in READ_ONLY_ERRNOS:
+                raise self.write_error(e) from None
+            self.read_only = e.strerror or str(e)  # reading needs no lock; writing is refused
+        else:
+            self.clean_litter()
         self._saver = stack.enter_context(ThreadPoolExecutor(max_workers=1))
         self._stack = stack
         return self
+
+    def clean_litter(self) -> None:
+        """Remove the temporary files of killed runs of this cache: its HDF5 file being
+        written and shards being saved (call with the lock held: no run of this cache is
+        writing them)."""
+        for p in litter(self.path):
+            with contextlib.suppress(OSError):
+                p.unlink()
+
+    def clear_shards(self) -> None:
+        """Drop the work folder (its rows are in the final file, or no longer wanted)."""
+        if self.read_only is None:
+            self.shards.clear()
 
     def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
                  tb: TracebackType | None) -> None:
@@ -95,17 +164,36 @@ class FeatureSetWriter:
         self._existing_read = True
         return self._existing
 
+    def existing_is_whole(self) -> bool:
+        """Whether the existing file passes its integrity checks (rows digest and feature
+        checksum). A file that fails is warned about and then neither a hit nor a source of
+        rows: it is rebuilt from scratch."""
+        if self.existing_info() is None:
+            return False
+        try:
+            fs = load_feature_set(self.path)
+        except PipelineError as e:
+            self.report.warn(f"{e}; rebuilding it")
+            self._existing = None
+            return False
+        if fs.info.rows_digest is None:
+            return False  # written before rows were digested: rows reusable, not a hit
+        self._loaded = fs
+        return True
+
     def resume(self) -> int:
         """Load the rows already computed: from the existing file (when readable) and from
         the finished shards of an interrupted run. Returns how many rows are known."""
         self._require_open()
-        if self.existing_info() is not None:
+        fs, self._loaded = self._loaded, None
+        if fs is None and self.existing_info() is not None:
             try:
                 fs = load_feature_set(self.path)
             except PipelineError as e:
                 self.report.warn(f"{e}; rebuilding it")
-            else:
-                self.rows.update(zip(fs.sha256, fs.features, strict=True))
+                self._existing = None
+        if fs is not None:
+            self.rows.update(zip(fs.sha256, fs.features, strict=True))
         self.rows.update(self.shards.load())
         return len(self.rows)
 
@@ -138,7 +226,10 @@ class FeatureSetWriter:
         done = [f for f in self._pending if wait or f.done()]
         self._pending = [f for f in self._pending if f not in done]
         for f in done:
-            f.result()  # surface a failed save
+            try:
+                f.result()  # surface a failed save
+            except OSError as e:
+                raise self.write_error(e) from None
 
     # -- the end -------------------------------------------------------------------------
     def finalize(self, *, ids: Sequence[str], sha256: Sequence[str], labels: Sequence[int],
@@ -151,13 +242,16 @@ class FeatureSetWriter:
         absent = self.missing(sha256)
         if absent:
             raise ValueError(f"{len(absent)} rows have no features, e.g. {sorted(absent)[0]}")
-        if len(sha256):
-            features = np.stack([self.rows[s] for s in sha256])
-        else:
-            features = np.zeros((0, *self.feature_shape), dtype=self.dtype)
-        write_feature_set(self.path, features=features, labels=labels, ids=ids,
-                          sha256=sha256, split=split, info=info, skipped=skipped,
-                          compression=self.compression)
+        if not len(sha256):
+            raise PipelineError(f"no rows to write to {self.path}: every image was skipped "
+                                f"({len(skipped)} undecodable)")
+        features = np.stack([self.rows[s] for s in sha256])
+        try:
+            write_feature_set(self.path, features=features, labels=labels, ids=ids,
+                              sha256=sha256, split=split, info=info, skipped=skipped,
+                              compression=self.compression)
+        except OSError as e:
+            raise self.write_error(e) from None
         self._existing, self._existing_read = info, False
         self.shards.clear()
         return self.path

@@ -3,7 +3,7 @@
 :mod:`pipeline.cli.app` holds the typer :data:`app`; each ``*_cmd`` module adds the commands
 of one stage to it (they parse options and delegate), and importing this package imports them
 all. :func:`main` is the console entry point: a :class:`~pipeline.errors.PipelineError` becomes
-one line on stderr and exit 2.
+one line on stderr and exit 2; Ctrl-C is one line and exit 130.
 """
 
 from __future__ import annotations
@@ -51,20 +51,35 @@ def _import_tensorflow_quietly() -> None:
         os.close(devnull)
 
 
+INTERRUPTED = "interrupted; finished work is kept and the next run resumes"
+
+
+def _interrupted() -> None:
+    typer.echo(INTERRUPTED, err=True)
+    sys.exit(130)
+
+
 def main() -> None:
     """Console entry point: user errors are one line and a non-zero exit, never a traceback."""
     _import_tensorflow_quietly()
+    # A file name that is not valid UTF-8 is printed with escapes, not a UnicodeEncodeError.
+    for stream in (sys.stdout, sys.stderr):
+        if hasattr(stream, "reconfigure"):
+            stream.reconfigure(errors="backslashreplace")
     try:
         code = app(standalone_mode=False)  # returns the code of a typer.Exit
+        if code == 130:  # typer turns Ctrl-C into Exit(130) and returns its code
+            _interrupted()
         if isinstance(code, int) and code:
             sys.exit(code)
     except PipelineError as e:
         typer.secho(f"error: {e}", fg="red", err=True)
         sys.exit(2)
     except KeyboardInterrupt:
-        typer.echo("interrupted; finished work is kept and the next run resumes", err=True)
-        sys.exit(130)
+        _interrupted()
     except typer.Exit as e:
+        if isinstance(e.__cause__, KeyboardInterrupt):  # typer turns Ctrl-C into Exit(130)
+            _interrupted()
         sys.exit(e.exit_code)
     except typer.Abort:
         sys.exit(1)

@@ -1,4 +1,4 @@
-"""`pipeline extract`, `pipeline bases`, `pipeline cache ls|info|verify`."""
+"""`pipeline extract`, `pipeline bases`, `pipeline cache ls|info|verify|rm|prune`."""
 
 from __future__ import annotations
 
@@ -14,13 +14,17 @@ from pipeline.context import Context
 from pipeline.errors import PipelineError
 from pipeline.extract.options import DEFAULT_BASE, ExtractOptions
 
-cache_app = typer.Typer(help="Inspect the feature cache: list, show metadata, check integrity.",
-                        no_args_is_help=True)
+cache_app = typer.Typer(help="Inspect the feature cache: list, show metadata, check integrity, "
+                        "remove, prune.", no_args_is_help=True)
 app.add_typer(cache_app, name="cache")
 
 CacheDirOpt = Annotated[Path | None, typer.Option(
     "--cache-dir", help="Cache folder (default: $PIPELINE_CACHE_DIR or ./cache).",
     show_default=False)]
+ReportsDirOpt = Annotated[Path | None, typer.Option(
+    "--reports-dir", help="Run folders whose caches are kept (default: $PIPELINE_REPORTS_DIR "
+    "or ./reports).", show_default=False)]
+DryRunOpt = Annotated[bool, typer.Option("--dry-run", help="List what would be removed.")]
 
 
 XO = ExtractOptions  # flag defaults and help texts come from the options schema
@@ -126,7 +130,7 @@ def cache_info(cache: Annotated[str, typer.Argument(help="Cache file, or its nam
     """Show a feature set's metadata: base, weights identity, options, splits, timings."""
     from collections import Counter
 
-    from pipeline.cache import load_feature_set
+    from pipeline.cache import SPLITS, load_feature_set
     from pipeline.cache.catalog import resolve_cache
 
     fs = load_feature_set(resolve_cache(cache, cache_dir))
@@ -134,6 +138,9 @@ def cache_info(cache: Annotated[str, typer.Argument(help="Cache file, or its nam
                 split_counts=dict(Counter(fs.split.tolist())),
                 class_counts={fs.class_names[k]: v for k, v in
                               sorted(Counter(fs.labels.tolist()).items())},
+                split_class_counts=fs.info.split_class_counts or {
+                    split: {c: int(((fs.split == split) & (fs.labels == k)).sum())
+                            for k, c in enumerate(fs.class_names)} for split in SPLITS},
                 skipped=[{"id": i, "reason": r} for i, r in fs.skipped])
     if as_json:
         typer.echo(json.dumps(info, indent=2, sort_keys=True))
@@ -162,3 +169,58 @@ def cache_verify(caches: Annotated[list[str] | None, typer.Argument(
                    ("" if not problems else f": {'; '.join(problems)}"))
     if bad:
         raise typer.Exit(1)
+
+
+def _remove(paths: list[Path], dry_run: bool) -> None:
+    from pipeline.cache.catalog import remove_caches
+
+    if dry_run:
+        for p in paths:
+            typer.echo(f"would remove {p}")
+        return
+    for p in remove_caches(paths):
+        typer.echo(f"removed {p}")
+
+
+@cache_app.command("rm")
+def cache_rm(caches: Annotated[list[str], typer.Argument(
+                 help="Cache files, names in the cache folder, or unique name prefixes.")],
+             cache_dir: CacheDirOpt = None, dry_run: DryRunOpt = False) -> None:
+    """Remove feature sets with their work folders (refused while one is being extracted)."""
+    from pipeline.cache.catalog import resolve_cache
+
+    _remove([resolve_cache(c, cache_dir) for c in caches], dry_run)
+
+
+@cache_app.command("prune")
+def cache_prune(
+    older_than: Annotated[str | None, typer.Option(
+        "--older-than", help="Instead: remove the feature sets last written before this day "
+        "(YYYY-MM-DD, UTC), whether runs use them or not.", show_default=False)] = None,
+    cache_dir: CacheDirOpt = None, reports_dir: ReportsDirOpt = None,
+    dry_run: DryRunOpt = False,
+) -> None:
+    """Remove the feature sets no run in the reports folder was fitted on (or, with
+    --older-than, those last written before a day)."""
+    import datetime as dt
+
+    from pipeline import settings
+    from pipeline.cache.catalog import prune_candidates
+
+    if older_than is not None:
+        try:
+            day = dt.date.fromisoformat(older_than)
+        except ValueError:
+            raise PipelineError(f"--older-than {older_than!r}: expected a day YYYY-MM-DD") \
+                from None
+        paths = prune_candidates(cache_dir, older_than=day)
+    else:
+        from pipeline.runs.store import iter_runs
+
+        keep = {Path(r.cache.path) for _, r, _ in iter_runs(settings.reports_dir(reports_dir))
+                if r.cache.path}
+        paths = prune_candidates(cache_dir, keep=keep)
+    if not paths:
+        typer.echo("nothing to prune", err=True)
+        return
+    _remove(paths, dry_run)

@@ -11,10 +11,17 @@ from pathlib import Path
 from pipeline.bases import Extractor, build_extractor, get_base
 from pipeline.bases.weights import parse_weights
 from pipeline.cache.info import ExtractionStats, FeatureSetInfo
-from pipeline.cache.key import cache_file_name, content_key, dataset_digest, options_key
+from pipeline.cache.key import (
+    cache_file_name,
+    content_key,
+    dataset_digest,
+    dataset_identity,
+    options_key,
+)
 from pipeline.cache.writer import FeatureSetWriter
 from pipeline.context import Context
 from pipeline.data.samples import Dataset, Sample
+from pipeline.data.splits import per_class_counts
 from pipeline.errors import PipelineError
 from pipeline.extract.options import ExtractOptions
 from pipeline.extract.result import ExtractResult
@@ -38,12 +45,16 @@ class BasePlan:
         return self.writer.path
 
     def prepare(self, samples: Sequence[Sample], digest: str) -> None:
-        """Decide a hit from the existing file's record alone; otherwise load the rows
+        """A hit when the existing file holds these samples and passes its integrity checks
+        (a file that fails is rebuilt, reusing nothing from it); otherwise load the rows
         already computed and list the missing ones. Call with the writer open (locked)."""
         info = self.writer.existing_info()
-        if info is not None and info.samples_digest == digest:
+        if info is not None and info.samples_digest == digest and \
+                self.writer.existing_is_whole():
             self.hit = True
+            self.writer.clear_shards()  # a finished run's leftover work folder
             return
+        self.writer.require_writable()
         self.writer.resume()
         self.todo = self.writer.missing(s.sha256 for s in samples)
 
@@ -64,12 +75,13 @@ def plan_bases(dataset: Dataset, bases: Sequence[str], options: ExtractOptions,
                ctx: Context) -> list[BasePlan]:
     """Build each base's extractor and the writer of its feature set."""
     weights = parse_weights(options.weights)
+    identity = dataset_identity(dataset.source, dataset.options)
     plans = []
     for name in bases:
         ex = build_extractor(name, weights=weights, input_size=options.input_size,
                              layer=options.layer, pooling=options.pooling)
         okey = options_key(ex.key_options(), options.dtype)
-        path = ctx.cache_dir / cache_file_name(dataset.name, ex.spec.name, okey)
+        path = ctx.cache_dir / cache_file_name(dataset.name, ex.spec.name, okey, identity)
         writer = FeatureSetWriter(path, feature_shape=ex.feature_shape, dtype=options.dtype,
                                   compression=options.compression, report=ctx.report)
         plans.append(BasePlan(ex, okey, writer))
@@ -92,9 +104,12 @@ def feature_set_info(plan: BasePlan, ds: Dataset, rows: Sequence[Sample], digest
     return FeatureSetInfo.from_dict(dict(
         plan.extractor.describe(),
         class_names=list(ds.class_names), dataset=ds.name, dataset_source=ds.source,
-        dataset_root=str(ds.root), dataset_options=dict(ds.options), dtype=options.dtype,
+        dataset_root=str(ds.root), dataset_options=dict(ds.options),
+        dataset_identity=dataset_identity(ds.source, ds.options), dtype=options.dtype,
         options_key=plan.options_key, key=content_key(plan.options_key, (s.sha256 for s in rows)),
         samples_digest=digest, split_fractions=list(options.split), split_seed=options.seed,
+        split_origin=dict(ds.split_origin),
+        split_class_counts=per_class_counts(rows, ds.class_names),
         versions=versions(), extracted_at=utc_timestamp(), extraction=stats,
         n_skipped=len(result.skipped)), strict=True)
 

@@ -11,6 +11,8 @@ from typing import Any
 from pipeline.context import Context
 from pipeline.data.samples import Dataset
 from pipeline.data.sources import load_dataset
+from pipeline.data.splits import per_class_counts
+from pipeline.errors import PipelineError
 from pipeline.extract.feed import FeedRun, feed_missing
 from pipeline.extract.options import DEFAULT_BASE, ExtractOptions
 from pipeline.extract.plan import (
@@ -21,6 +23,7 @@ from pipeline.extract.plan import (
     samples_digest,
 )
 from pipeline.extract.result import ExtractResult
+from pipeline.progress import Reporter
 
 
 def extract(data: str | Path, bases: Sequence[str] = (DEFAULT_BASE,),
@@ -52,8 +55,7 @@ def run_extraction(data: str | Path, bases: Sequence[str] = (DEFAULT_BASE,),
     bases = check_bases(bases)
     dataset = load_dataset(data, split=options.split, seed=options.seed,
                            elpv_levels=options.elpv_levels)
-    ctx.report.line(f"{dataset.name}: {len(dataset.samples)} images, "
-                    f"{len(dataset.class_names)} classes, splits {dataset.split_counts()}")
+    announce(dataset, ctx.report)
     plans = plan_bases(dataset, bases, options, ctx)
     with contextlib.ExitStack() as locks:
         for plan in sorted(plans, key=lambda p: str(p.path)):  # one order: no deadlock
@@ -62,10 +64,43 @@ def run_extraction(data: str | Path, bases: Sequence[str] = (DEFAULT_BASE,),
         for plan in plans:
             plan.prepare(dataset.samples, digest)
         run = feed_missing(dataset.samples, plans, options.batch_size, ctx.report)
+        _refuse_nothing_decoded(dataset, plans, run)
         results = [_finish(plan, dataset, digest, run, options) for plan in plans]
     for result in results:
         ctx.report.result(result)
     return results
+
+
+def announce(dataset: Dataset, report: Reporter) -> None:
+    """What was read: size, the dataset's warnings, and the per-class split counts with
+    which splits were given by the dataset and which carved out of its train split."""
+    report.line(f"{dataset.name}: {len(dataset.samples)} images, "
+                f"{len(dataset.class_names)} classes")
+    for warning in dataset.warnings:
+        report.warn(warning)
+    origins: dict[str, list[str]] = {}
+    for split, origin in dataset.split_origin.items():
+        origins.setdefault(origin, []).append(split)
+    report.line("splits: " + "; ".join(f"{origin} {', '.join(names)}"
+                                       for origin, names in origins.items()))
+    for split, by_class in per_class_counts(dataset.samples, dataset.class_names).items():
+        shown = ", ".join(f"{c} {n}" for c, n in list(by_class.items())[:SHOWN_CLASSES])
+        more = f" (+{len(by_class) - SHOWN_CLASSES} more classes)" \
+            if len(by_class) > SHOWN_CLASSES else ""
+        report.line(f"  {split:>10}: {sum(by_class.values())} ({shown}{more})")
+
+
+#: Classes listed per split in the extract output (`pipeline cache info` shows them all).
+SHOWN_CLASSES = 12
+
+
+def _refuse_nothing_decoded(dataset: Dataset, plans: Sequence[BasePlan], run: FeedRun) -> None:
+    """Every image undecodable: one line, and no empty feature set written."""
+    if any(not p.hit for p in plans) and all(s.sha256 in run.skipped for s in dataset.samples):
+        first = dataset.samples[0]
+        raise PipelineError(f"{dataset.source}: none of its {len(dataset.samples)} images could "
+                            f"be decoded (e.g. {first.id}: {run.skipped[first.sha256]}); "
+                            "nothing was written")
 
 
 def _finish(plan: BasePlan, dataset: Dataset, digest: str, run: FeedRun,
