@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import make_class_folder, make_image
+from helpers import make_class_folder, make_image
 from PIL import Image
 
 from pipeline.data.decode import DecodeError, decode_file, decode_rgb

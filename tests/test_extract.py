@@ -13,7 +13,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import TINY, make_class_folder, make_image
+from helpers import TINY, make_class_folder, make_image
 
 import pipeline.data.decode as decode
 from pipeline.bases import build_extractor

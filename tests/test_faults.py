@@ -17,8 +17,7 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
-from conftest import TINY, make_class_folder, make_image
-from heads_helpers import make_cache
+from helpers import TINY, make_cache, make_class_folder, make_image
 from test_extract import extract_until_shards
 from typer.testing import CliRunner
 

@@ -6,7 +6,7 @@ import json
 
 import numpy as np
 import pytest
-from heads_helpers import make_cache
+from helpers import make_cache
 
 from pipeline.cache import load_feature_set
 from pipeline.errors import PipelineError

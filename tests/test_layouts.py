@@ -7,7 +7,7 @@ import shutil
 from collections import Counter
 
 import pytest
-from conftest import make_class_folder, make_image
+from helpers import make_class_folder, make_image
 
 from pipeline.data.sources import load_dataset
 from pipeline.errors import PipelineError

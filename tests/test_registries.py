@@ -58,3 +58,19 @@ def test_the_cli_package_exposes_the_typer_app_with_every_command():
     names |= {g.name for g in app.registered_groups}  # `runs` is a group (`runs rm`)
     assert {"extract", "bases", "heads", "fit-head", "runs", "finetune", "predict",
             "export"} <= names
+
+
+def test_heads_command_shows_what_each_kind_can_do():
+    """`pipeline heads` reads the capabilities from the specs (nothing hard-coded there)."""
+    from typer.testing import CliRunner
+
+    from pipeline.cli import app
+    from pipeline.heads import get_head_spec
+
+    out = CliRunner().invoke(app, ["heads"], env={"COLUMNS": "250"}).output
+    rows = {line.split("│")[1].strip(): line for line in out.splitlines()
+            if line.startswith("│") and line.split("│")[1].strip()}
+    for kind in ("logreg", "knn", "random_forest"):
+        spec = get_head_spec(kind)
+        assert f"export: {', '.join(spec.export_formats)}" in rows[kind]
+    assert "fine-tune: no" in out and "fine-tune: yes" in out

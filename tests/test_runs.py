@@ -8,7 +8,7 @@ import subprocess
 import sys
 
 import pytest
-from heads_helpers import make_cache
+from helpers import make_cache
 from typer.testing import CliRunner
 
 from pipeline.cli import app

@@ -9,7 +9,7 @@ import shutil
 
 import numpy as np
 import pytest
-from heads_helpers import make_cache
+from helpers import make_cache
 from typer.testing import CliRunner
 
 from pipeline.cache.store import load_feature_set

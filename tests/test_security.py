@@ -22,12 +22,12 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from helpers import make_class_folder
 
 from pipeline.errors import PipelineError
 from pipeline.fileio import file_sha256, read_json, write_json
 from pipeline.finetune.predict import load_classifier
 from pipeline.runs.store import load_head
-from tests.conftest import make_class_folder
 
 SIZE = 32
 

@@ -70,13 +70,21 @@ def heads_list() -> None:
     from pipeline.heads.params import format_value
 
     table = Table(title="head kinds", show_lines=True)
-    for col in ("kind", "library", "what", "parameters (default)"):
+    for col in ("kind", "library", "what", "can", "parameters (default)"):
         table.add_column(col)
     for spec in list_heads():
         params = "\n".join(f"{p.name}={format_value(p.default)}  [dim]{p.expected}[/]"
                            for p in spec.params)
-        table.add_row(spec.kind, spec.family, spec.summary, params)
+        table.add_row(spec.kind, spec.family, spec.summary, _capabilities(spec), params)
     _console().print(table)
+
+
+def _capabilities(spec: Any) -> str:
+    """What a kind can do, as declared on its spec: export formats, fine-tuning, scaling."""
+    lines = [f"export: {', '.join(spec.export_formats) or '-'}",
+             "fine-tune: " + ("yes" if spec.finetunable else "no"),
+             f"cost: {spec.scaling} in rows"]
+    return "\n".join(lines)
 
 
 FIT_HEAD_HELP = (
