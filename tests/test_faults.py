@@ -320,3 +320,26 @@ def test_extract_prints_warnings_and_per_class_splits_and_records_them(tmp_path,
     shown = json.loads(out.output)
     assert shown["split_origin"] == info.split_origin
     assert shown["split_class_counts"] == counts
+
+
+def test_leaderboard_written_by_many_writers_at_once_stays_whole(tmp_path):
+    """Two processes refreshing the leaderboard used to share one temporary file name, so one
+    writer's rename found the file gone. With unique temporary names every write succeeds and
+    the files under their final names are always whole."""
+    import csv
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipeline.runs import fit_heads
+    from pipeline.runs.leaderboard import write_leaderboard
+
+    reports = tmp_path / "reports"
+    fit_heads([make_cache(tmp_path / "c.h5")], ["logreg"], reports_dir=reports, jobs=1,
+              quiet=True)
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        done = list(pool.map(lambda _: write_leaderboard(reports), range(64)))
+    assert len(done) == 64
+    with open(reports / "leaderboard.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 1 and rows[0]["head"] == "logreg"
+    assert (reports / "index.html").read_text().rstrip().endswith("</html>")
+    assert not [p.name for p in reports.iterdir() if ".tmp" in p.name]
