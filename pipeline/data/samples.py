@@ -15,7 +15,7 @@ from pipeline.errors import PipelineError
 # Re-exported: runs/ and finetune/ import it from here (the one implementation is fileio's).
 from pipeline.fileio import file_sha256
 
-__all__ = ["IMAGE_SUFFIXES", "Dataset", "Sample", "file_sha256", "is_image_file",
+__all__ = ["IMAGE_SUFFIXES", "Dataset", "Sample", "is_image_file",
            "sample_sha256"]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})

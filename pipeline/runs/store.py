@@ -33,7 +33,6 @@ import numpy as np
 
 from pipeline.errors import PipelineError
 from pipeline.fileio import file_sha256, utc_stamp
-from pipeline.fileio import write_json as write_json  # re-export: finetune/train.py uses it
 from pipeline.heads.registry import get_head_spec
 from pipeline.heads.spec import Head
 from pipeline.runs.record import CONFIG, METRICS, CacheRef, HeadFile, RunMetrics, RunRecord
