@@ -26,7 +26,16 @@ _MISSING: Any = object()
 
 
 def _umask() -> int:
-    # os.umask can only be read by setting it; set it straight back.
+    """The process umask, read without changing it where Linux allows: setting it (the only
+    portable way to read it) would briefly give other threads, such as the background shard
+    writer, a umask of 0 for the files and folders they create."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
