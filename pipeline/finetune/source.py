@@ -20,10 +20,10 @@ from pipeline.errors import PipelineError
 from pipeline.heads.registry import finetunable_kinds
 from pipeline.progress import Reporter
 from pipeline.runs.leaderboard import ROW, all_rows, find_run, sort_column
-from pipeline.runs.record import FINETUNE_STAGE, RunMetrics, RunRecord
+from pipeline.runs.record import RunMetrics, RunRecord
 from pipeline.runs.store import iter_runs
 
-__all__ = ["FINETUNE_STAGE", "RunRef", "resolve_run"]
+__all__ = ["RunRef", "resolve_run"]
 
 
 @dataclass
