@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.context import Context
+from pipeline.engines import EngineOptions
 from pipeline.errors import PipelineError
 from pipeline.extract.options import ExtractOptions
 from pipeline.finetune.options import FinetuneOptions
@@ -80,7 +81,7 @@ class_weight = "none"
 # C = [0.01, 0.1, 1.0]
 """
 
-TOP_KEYS = ("name", "data", "bases", "extract", "fit", "heads", "finetune")
+TOP_KEYS = ("name", "data", "bases", "extract", "fit", "heads", "finetune", "engine")
 #: [extract] takes the options of the extraction stage, plus where the caches go.
 EXTRACT_KEYS = (*ExtractOptions.names(), "cache_dir")
 #: [fit] takes the options of the heads stage, plus where the runs go.
@@ -105,6 +106,8 @@ class Experiment:
     reports_dir: str | None = None
     #: ``[extract] cache_dir``: where the caches go unless the caller says otherwise.
     cache_dir: str | None = None
+    #: ``[engine]``: where extraction runs (:class:`pipeline.engines.EngineOptions`).
+    engine: EngineOptions | None = None
 
     def as_dict(self) -> dict[str, Any]:
         fit = self.fit.to_dict()
@@ -187,13 +190,16 @@ def parse_experiment(doc: Mapping[str, Any], source: Path | None = None) -> Expe
         if not isinstance(heads, list) or not all(isinstance(h, dict) for h in heads):
             raise PipelineError(f"{where}: heads must be [[heads]] tables with a 'kind'")
         as_grids(heads)  # validates kinds, parameter names and value types now
+    engine = EngineOptions.from_env(_table(doc, "engine", tuple(EngineOptions.names()), where),
+                                    f"{where} [engine]") if "engine" in doc else None
     finetune = doc.get("finetune")
     if finetune is not None:
         # Checked now, kept as written: fine-tuning applies it under the values it is given.
         FinetuneOptions.from_mapping(finetune, f"{where} [finetune]")
     return Experiment(data=data, bases=bases, name=name or (source.stem if source else ""),
                       extract=extract, fit=fit, heads=heads, finetune=finetune,
-                      source=source, reports_dir=reports_dir, cache_dir=cache_dir)
+                      source=source, reports_dir=reports_dir, cache_dir=cache_dir,
+                      engine=engine)
 
 
 def load_experiment(path: str | os.PathLike | None = None) -> Experiment:
@@ -252,8 +258,9 @@ def run_experiment(
         quiet=quiet)
     if extract_fn is None:
         from pipeline.extract import extract as extract_fn
+    engine = {} if experiment.engine is None else {"engine": experiment.engine}
     caches = [Path(p) for p in extract_fn(experiment.data, tuple(experiment.bases), ctx=ctx,
-                                          **experiment.extract)]
+                                          **experiment.extract, **engine)]
     extra = {"name": experiment.name,
              "source": str(experiment.source) if experiment.source else None,
              **experiment.as_dict()}

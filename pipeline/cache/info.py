@@ -106,6 +106,10 @@ class FeatureSetInfo:
     n_skipped: int = 0
     format_version: int = FORMAT_VERSION
     schema_version: int = SCHEMA_VERSION
+    # where the new rows were computed: None for the local engine; for Ray
+    # {"name": "ray", "address", "nodes", "workers", "cpus_per_worker", "gpus_per_worker",
+    # "devices", "ray"} (pipeline/engines/ray_engine.py engine_record)
+    engine: dict[str, Any] | None = None
 
     @classmethod
     def field_names(cls) -> list[str]:

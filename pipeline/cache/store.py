@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
@@ -37,9 +37,10 @@ from pipeline.data.splits import SPLITS
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_path
 
-__all__ = ["COMPRESSIONS", "FORMAT_VERSION", "SPLITS", "SUFFIX", "FeatureSet",
-           "features_digest", "integrity_problems", "load_feature_set", "read_info", "read_meta",
-           "verify_feature_set", "write_feature_set"]
+__all__ = ["COMPRESSIONS", "FORMAT_VERSION", "SPLITS", "SUFFIX", "FeatureRows", "FeatureSet",
+           "features_digest", "integrity_problems", "load_feature_set", "open_feature_rows",
+           "read_info", "read_meta", "verify_feature_set", "write_feature_rows",
+           "write_feature_set"]
 
 SUFFIX = ".h5"
 
@@ -116,27 +117,63 @@ def write_feature_set(
     if (meta is None) == (info is None):
         raise ValueError("give the record as exactly one of meta= or info=")
     info = info if info is not None else FeatureSetInfo.from_dict(meta, strict=True)
-    n = len(ids)
-    if not (len(features) == len(labels) == len(sha256) == len(split) == n):
+    features = np.asarray(features)
+    if len(features) != len(ids):
+        raise ValueError("features, labels, ids, sha256 and split must have the same length")
+    return write_feature_rows(path, feature_shape=features.shape[1:], dtype=features.dtype,
+                              chunks=[features], labels=labels, ids=ids, sha256=sha256,
+                              split=split, info=info, skipped=skipped, compression=compression)
+
+
+def write_feature_rows(
+    path: str | os.PathLike,
+    *,
+    feature_shape: Sequence[int],
+    dtype: Any,
+    chunks: Iterable[np.ndarray],
+    labels: Sequence[int] | np.ndarray,
+    ids: Sequence[str],
+    sha256: Sequence[str],
+    split: Sequence[str],
+    info: FeatureSetInfo,
+    skipped: Sequence[tuple[str, str]] = (),
+    compression: str = "auto",
+) -> Path:
+    """:func:`write_feature_set` with the features given as consecutive row chunks, in row
+    order (so memory holds one chunk, never every row); the features checksum is computed as
+    the chunks go, equal to the one of the whole array. Same file, same record."""
+    n, shape, dtype = len(ids), tuple(int(d) for d in feature_shape), np.dtype(dtype)
+    if not (len(labels) == len(sha256) == len(split) == n):
         raise ValueError("features, labels, ids, sha256 and split must have the same length")
     bad = sorted(set(split) - set(SPLITS))
     if bad:
         raise ValueError(f"unknown split names {bad}; expected {SPLITS}")
-    info = info.replace(format_version=FORMAT_VERSION, n_samples=n,
-                        features_sha256=features_digest(features),
-                        rows_digest=dataset_digest(ids, sha256, labels, split,
-                                                   list(info.class_names)),
-                        feature_shape=list(features.shape[1:]), dtype=str(features.dtype))
-    layout = _layout(features, compression)
+    layout = _layout(n, shape, dtype.itemsize, compression)
+    digest = hashlib.sha256()
     with atomic_path(path) as tmp, h5py.File(tmp, "w") as f:
-        f.create_dataset("features", data=features, **layout)
+        data = f.create_dataset("features", shape=(n, *shape), dtype=dtype, **layout)
+        at = 0
+        for chunk in chunks:
+            chunk = np.ascontiguousarray(chunk, dtype=dtype)
+            if chunk.shape[1:] != shape or at + len(chunk) > n:
+                raise ValueError(f"feature chunk {chunk.shape} at row {at} does not fit "
+                                 f"{n} rows of shape {shape}")
+            data[at:at + len(chunk)] = chunk
+            digest.update(chunk.data)
+            at += len(chunk)
+        if at != n:
+            raise ValueError(f"{at} feature rows for {n} ids")
         _strings(f, "ids", ids)
         f.create_dataset("sha256", data=np.array(list(sha256), dtype="S64"))
         f.create_dataset("labels", data=np.asarray(labels, dtype=np.int32))
         f.create_dataset("split", data=np.array(list(split), dtype="S10"))
         _strings(f, "skipped/ids", [s[0] for s in skipped])
         _strings(f, "skipped/reasons", [s[1] for s in skipped])
-        info.write(f)
+        info.replace(format_version=FORMAT_VERSION, n_samples=n,
+                     features_sha256=digest.hexdigest(),
+                     rows_digest=dataset_digest(ids, sha256, labels, split,
+                                                list(info.class_names)),
+                     feature_shape=list(shape), dtype=str(dtype)).write(f)
     return Path(path)
 
 
@@ -155,17 +192,17 @@ COMPRESSIONS = ("auto", "lzf", "gzip", "none")
 AUTO_COMPRESS_ROW_BYTES = 16 * 1024
 
 
-def _layout(features: np.ndarray, compression: str) -> dict[str, Any]:
+def _layout(n: int, shape: tuple[int, ...], itemsize: int, compression: str) -> dict[str, Any]:
     if compression not in COMPRESSIONS:
         raise PipelineError(f"unknown compression {compression!r}; expected one of "
                             f"{', '.join(COMPRESSIONS)}")
-    n, row_bytes = len(features), int(np.prod(features.shape[1:])) * features.itemsize
+    row_bytes = int(np.prod(shape)) * itemsize
     if compression == "auto":
         compression = "lzf" if row_bytes > AUTO_COMPRESS_ROW_BYTES else "none"
     if compression == "none" or n == 0:
         return {}
     chunk_rows = max(1, min(n, (1 << 20) // max(1, row_bytes)))
-    return {"chunks": (chunk_rows, *features.shape[1:]), "compression": compression}
+    return {"chunks": (chunk_rows, *shape), "compression": compression}
 
 
 def read_info(path: str | os.PathLike) -> FeatureSetInfo:
@@ -206,7 +243,7 @@ def integrity_problems(fs: FeatureSet) -> list[str]:
     return problems
 
 
-def rows_digest(fs: FeatureSet) -> str:
+def rows_digest(fs: FeatureSet | FeatureRows) -> str:
     return dataset_digest(fs.ids, fs.sha256, fs.labels, fs.split, fs.class_names)
 
 
@@ -218,10 +255,119 @@ def _decoded(values: np.ndarray) -> np.ndarray:
 
 def _read(path: Path) -> FeatureSet:
     """The rows and record of a file, without the integrity checks."""
+    rows = _read_rows(path)
+    with _open(path) as f:
+        try:
+            features = f["features"][()]
+        except (KeyError, OSError, ValueError, TypeError) as e:
+            raise PipelineError(f"{path}: not a complete feature cache ({e}); "
+                                f"{rebuild_hint(rows.info)}") from None
+    if len(features) != len(rows.ids):
+        raise PipelineError(f"{path}: corrupt feature cache (datasets of different lengths); "
+                            f"{rebuild_hint(rows.info)}")
+    return FeatureSet(features=features, labels=rows.labels, ids=rows.ids, sha256=rows.sha256,
+                      split=rows.split, info=rows.info, skipped=rows.skipped, path=path)
+
+
+#: About how many bytes of features one chunked read or write holds.
+CHUNK_BYTES = 32 << 20
+
+
+@dataclass
+class FeatureRows:
+    """A feature set's rows without its features (ids, hashes, labels, splits, record), and
+    its features read in chunks of bounded size: for files larger than memory."""
+
+    labels: np.ndarray
+    ids: np.ndarray
+    sha256: np.ndarray
+    split: np.ndarray
+    info: FeatureSetInfo
+    skipped: list[tuple[str, str]]
+    path: Path
+    n_features: int = 0
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.info.class_names)
+
+    @property
+    def feature_shape(self) -> tuple[int, ...]:
+        return tuple(self.info.feature_shape)
+
+    @property
+    def row_bytes(self) -> int:
+        return int(np.prod(self.feature_shape)) * np.dtype(self.info.dtype or "float32").itemsize
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def mask(self, split: str) -> np.ndarray:
+        if split not in SPLITS:
+            raise PipelineError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        return self.split == split
+
+    def chunk_rows(self, max_bytes: int | None = None) -> int:
+        """Rows per chunk so that one chunk of features holds about ``max_bytes`` (default
+        :data:`CHUNK_BYTES`)."""
+        return max(1, (max_bytes or CHUNK_BYTES) // max(1, self.row_bytes))
+
+    def chunks(self, rows: np.ndarray | None = None, *, max_bytes: int | None = None,
+               flatten: bool = False) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """``(row indices, features)`` in file order, a chunk at a time; ``rows`` (a boolean
+        mask or sorted indices) keeps only those rows."""
+        step = self.chunk_rows(max_bytes)
+        keep = None if rows is None else np.asarray(rows)
+        if keep is not None and keep.dtype == bool:
+            keep = np.flatnonzero(keep)
+        with _open(self.path) as f:
+            data = f["features"]
+            for start in range(0, len(self), step):
+                idx = np.arange(start, min(start + step, len(self)))
+                if keep is not None:
+                    idx = idx[np.isin(idx, keep)]
+                    if not len(idx):
+                        continue
+                x = data[idx[0]:idx[-1] + 1][idx - idx[0]]
+                yield idx, (x.reshape(len(x), -1) if flatten else x)
+
+    def features_problem(self) -> str | None:
+        """Whether the features match their stored checksum, read a chunk at a time."""
+        if self.info.features_sha256 is None:
+            return None
+        digest = hashlib.sha256()
+        for _, x in self.chunks():
+            digest.update(np.ascontiguousarray(x).data)
+        if digest.hexdigest() != self.info.features_sha256:
+            return "features do not match their stored checksum"
+        return None
+
+
+def open_feature_rows(path: str | os.PathLike, *, verify: bool = True) -> FeatureRows:
+    """A feature-set file's rows, its features left on disk (read with
+    :meth:`FeatureRows.chunks`). With ``verify`` (the default) the same integrity checks as
+    :func:`load_feature_set` run first, reading the features a chunk at a time."""
+    rows = _read_rows(Path(path))
+    if not verify:
+        return rows
+    problems = []
+    if rows.info.rows_digest is not None and rows_digest(rows) != rows.info.rows_digest:
+        problems.append("ids, labels, content hashes or splits do not match their stored digest")
+    problem = rows.features_problem()
+    if problem:
+        problems.append(problem)
+    if problems:
+        raise PipelineError(f"{path}: corrupt feature cache ({'; '.join(problems)}); "
+                            f"{rebuild_hint(rows.info)}")
+    return rows
+
+
+def _read_rows(path: Path) -> FeatureRows:
+    """Everything of a file but its features, without the integrity checks."""
     with _open(path) as f:
         info = FeatureSetInfo.read(f, path)
         try:
-            features = f["features"][()]
+            n_features = len(f["features"])
             ids = f["ids"].asstr(errors="surrogateescape")[()]
             sha = _decoded(f["sha256"][()])
             labels = f["labels"][()].astype(np.int64)
@@ -232,11 +378,12 @@ def _read(path: Path) -> FeatureSet:
         except (KeyError, OSError, ValueError, TypeError) as e:
             raise PipelineError(f"{path}: not a complete feature cache ({e}); "
                                 f"{rebuild_hint(info)}") from None
-    if not (len(features) == len(ids) == len(sha) == len(labels) == len(split)):
+    if not (n_features == len(ids) == len(sha) == len(labels) == len(split)):
         raise PipelineError(f"{path}: corrupt feature cache (datasets of different lengths); "
                             f"{rebuild_hint(info)}")
-    return FeatureSet(features=features, labels=labels, ids=np.asarray(ids, dtype=object),
-                      sha256=sha, split=split, info=info, skipped=skipped, path=path)
+    return FeatureRows(labels=labels, ids=np.asarray(ids, dtype=object), sha256=sha,
+                       split=split, info=info, skipped=skipped, path=path,
+                       n_features=n_features)
 
 
 def verify_feature_set(path: str | os.PathLike) -> list[str]:

@@ -1,19 +1,24 @@
 """The feature-set writer: lock, resumable shards, known rows and the atomic finalize.
 
 In the spirit of Hugging Face datasets' ``ArrowWriter``: whatever computes features (the local
-engine today, a Ray engine later) feeds finished batches as content hashes + arrays; the
-writer knows nothing about models or image reading::
+engine, or the Ray engine through shards in its work folder) feeds finished batches as content
+hashes + arrays; the writer knows nothing about models or image reading::
 
     with FeatureSetWriter(path, feature_shape=(1280,), dtype="float32") as w:
         w.resume()                                  # rows from the old file and from shards
         todo = w.missing(all_sha256s)
         for shas, feats in compute(todo):
-            w.add(shas, feats)                      # kept, and saved as a shard
+            w.add(shas, feats)                      # saved as a shard
         w.finalize(ids=..., sha256=..., labels=..., split=..., info=...)
+
+Memory stays bounded whatever the number of rows: the writer keeps only where each row is
+(the old file or a shard), never the rows; ``finalize`` streams them into the new file
+(:mod:`pipeline.cache.merge`) and the integrity checks of the old file read it a chunk at a
+time.
 
 While the writer is open it holds the cache's lock, so two extractions of one cache never
 interleave (the second waits). Every added batch is saved as a shard in the background, so a
-killed run resumes from them. ``finalize`` writes the HDF5 file in the order given under a
+killed run resumes from them. ``finalize`` streams the HDF5 file in the order given under a
 temporary name and renames it into place, then clears the shards: nothing appears under the
 final name until it is complete.
 
@@ -38,11 +43,13 @@ from typing import Self
 import numpy as np
 
 from pipeline.cache.info import FeatureSetInfo
-from pipeline.cache.store import FeatureSet, load_feature_set, read_info, write_feature_set
-from pipeline.cache.work import WorkShards
+from pipeline.cache.merge import RowSources, merge_into
+from pipeline.cache.store import FeatureRows, open_feature_rows, read_info
+from pipeline.cache.work import WorkShards, shard_name
 from pipeline.errors import PipelineError
 from pipeline.fileio import file_lock
 from pipeline.progress import Reporter
+
 
 def work_path(path: Path) -> Path:
     """The folder of a feature set's resumable shards."""
@@ -62,6 +69,10 @@ def litter(path: Path) -> list[Path]:
             *(work.glob(".shard-*") if work.is_dir() else ())]
 
 
+#: Shard saves allowed in flight before ``add`` waits (each holds its batch in memory).
+MAX_PENDING_SAVES = 2
+
+
 #: What a write into a folder that cannot be written fails with.
 READ_ONLY_ERRNOS = frozenset({errno.EROFS, errno.EACCES, errno.EPERM})
 
@@ -76,10 +87,11 @@ class FeatureSetWriter:
         self.dtype = np.dtype(dtype)
         self.compression = compression
         self.report = report or Reporter(quiet=True)
+        #: The shards: ``<cache>.work/`` beside the file (see :meth:`use_work_dir`).
         self.shards = WorkShards(work_path(self.path))
         self.lock_path = lock_path(self.path)
-        #: Rows already computed, by content hash.
-        self.rows: dict[str, np.ndarray] = {}
+        #: Where each row already computed is (the old file or a shard), by content hash.
+        self.sources = RowSources(self.shards)
         #: Rows added by this writer (not reused).
         self.n_added = 0
         self._stack: contextlib.ExitStack | None = None
@@ -87,7 +99,7 @@ class FeatureSetWriter:
         self._pending: list[Future] = []
         self._existing: FeatureSetInfo | None = None
         self._existing_read = False
-        self._loaded: FeatureSet | None = None
+        self._loaded: FeatureRows | None = None
         #: Why the cache folder cannot be written (``None``: it can, and the lock is held).
         self.read_only: str | None = None
 
@@ -123,6 +135,17 @@ class FeatureSetWriter:
         self._saver = stack.enter_context(ThreadPoolExecutor(max_workers=1))
         self._stack = stack
         return self
+
+    def use_work_dir(self, work_dir: str | None) -> None:
+        """Keep the shards under ``work_dir`` (a folder or an fsspec URL, e.g. one a whole
+        cluster reaches), in a folder named after the file; call before :meth:`resume`."""
+        if work_dir is not None:
+            self.shards = WorkShards(f"{str(work_dir).rstrip('/')}/{self.path.stem}.work")
+            self.sources = RowSources(self.shards)
+
+    def reindex(self) -> None:
+        """Index the shards again (another engine, e.g. Ray workers, has added some)."""
+        self.sources.index_shards()
 
     def clean_litter(self) -> None:
         """Remove the temporary files of killed runs of this cache: its HDF5 file being
@@ -171,7 +194,7 @@ class FeatureSetWriter:
         if self.existing_info() is None:
             return False
         try:
-            fs = load_feature_set(self.path)
+            fs = open_feature_rows(self.path)  # checks the features a chunk at a time
         except PipelineError as e:
             self.report.warn(f"{e}; rebuilding it")
             self._existing = None
@@ -188,35 +211,48 @@ class FeatureSetWriter:
         fs, self._loaded = self._loaded, None
         if fs is None and self.existing_info() is not None:
             try:
-                fs = load_feature_set(self.path)
+                fs = open_feature_rows(self.path)
             except PipelineError as e:
                 self.report.warn(f"{e}; rebuilding it")
                 self._existing = None
-        if fs is not None:
-            self.rows.update(zip(fs.sha256, fs.features, strict=True))
-        self.rows.update(self.shards.load())
-        return len(self.rows)
+        if fs is not None and tuple(fs.feature_shape) == self.feature_shape:
+            self.sources.add_old(fs)
+        self.sources.index_shards()
+        return len(self.sources)
 
     def __contains__(self, sha256: str) -> bool:
-        return sha256 in self.rows
+        return sha256 in self.sources
 
     def missing(self, sha256s: Iterable[str]) -> set[str]:
         """The content hashes among ``sha256s`` that have no row yet."""
-        return {s for s in sha256s if s not in self.rows}
+        return {s for s in sha256s if s not in self.sources}
 
     # -- feeding -------------------------------------------------------------------------
     def add(self, sha256s: Sequence[str], features: np.ndarray) -> None:
-        """Add a finished batch: kept for the final file and saved as a shard (in the
-        background; a failed save is raised by a later call)."""
+        """Add a finished batch: saved as a shard (in the background, at most
+        :data:`MAX_PENDING_SAVES` at a time; a failed save is raised by a later call)."""
         saver = self._require_open()
         features = np.asarray(features).astype(self.dtype, copy=False)
         if len(features) != len(sha256s) or features.shape[1:] != self.feature_shape:
             raise ValueError(f"batch of {len(sha256s)} hashes and features {features.shape}; "
                              f"expected rows of shape {self.feature_shape}")
-        self.rows.update(zip(sha256s, features, strict=True))
+        if not len(sha256s):
+            return
+        self.sources.add_shard(shard_name(sha256s), list(sha256s))
         self.n_added += len(sha256s)
         self._pending.append(saver.submit(self.shards.save, list(sha256s), features))
         self._reap(wait=False)
+        while len(self._pending) > MAX_PENDING_SAVES:
+            self._wait_oldest()
+
+    def _wait_oldest(self) -> None:
+        self._surface(self._pending.pop(0))
+
+    def _surface(self, saved: Future) -> None:
+        try:
+            saved.result()  # surface a failed save
+        except OSError as e:
+            raise self.write_error(e) from None
 
     def flush(self) -> None:
         """Wait until every added batch is saved as a shard."""
@@ -226,10 +262,7 @@ class FeatureSetWriter:
         done = [f for f in self._pending if wait or f.done()]
         self._pending = [f for f in self._pending if f not in done]
         for f in done:
-            try:
-                f.result()  # surface a failed save
-            except OSError as e:
-                raise self.write_error(e) from None
+            self._surface(f)
 
     # -- the end -------------------------------------------------------------------------
     def finalize(self, *, ids: Sequence[str], sha256: Sequence[str], labels: Sequence[int],
@@ -245,11 +278,11 @@ class FeatureSetWriter:
         if not len(sha256):
             raise PipelineError(f"no rows to write to {self.path}: every image was skipped "
                                 f"({len(skipped)} undecodable)")
-        features = np.stack([self.rows[s] for s in sha256])
         try:
-            write_feature_set(self.path, features=features, labels=labels, ids=ids,
-                              sha256=sha256, split=split, info=info, skipped=skipped,
-                              compression=self.compression)
+            merge_into(self.path, self.sources, order=list(sha256),
+                       feature_shape=self.feature_shape, dtype=self.dtype, ids=ids,
+                       labels=labels, split=split, info=info, skipped=skipped,
+                       compression=self.compression)
         except OSError as e:
             raise self.write_error(e) from None
         self._existing, self._existing_read = info, False

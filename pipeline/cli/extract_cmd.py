@@ -11,6 +11,7 @@ from rich.table import Table
 
 from pipeline.cli.app import app, table_console
 from pipeline.context import Context
+from pipeline.engines import EngineOptions as EO
 from pipeline.errors import PipelineError
 from pipeline.extract.options import DEFAULT_BASE, ExtractOptions
 
@@ -59,6 +60,15 @@ def extract(
         = XO.default("compression"),
     cache_dir: CacheDirOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    # -- the engine (pipeline/engines): flags left unset fall back to $PIPELINE_ENGINE etc.
+    engine: Annotated[str | None, typer.Option(help=EO.help("engine"))] = None,
+    address: Annotated[str | None, typer.Option(help=EO.help("address"))] = None,
+    work_dir: Annotated[str | None, typer.Option(help=EO.help("work_dir"))] = None,
+    workers: Annotated[int | None, typer.Option(help=EO.help("workers"))] = None,
+    gpus_per_worker: Annotated[float | None, typer.Option(help=EO.help("gpus_per_worker"))] \
+        = None,
+    cpus_per_worker: Annotated[float | None, typer.Option(help=EO.help("cpus_per_worker"))] \
+        = None,
 ) -> None:
     """Run pretrained bases once over a dataset and cache their features in HDF5.
 
@@ -72,9 +82,12 @@ def extract(
         weights=weights, input_size=input_size, layer=layer, pooling=pooling, dtype=dtype,
         batch_size=batch_size, split=split, seed=seed, elpv_levels=elpv_levels,
         compression=compression))
+    engine_options = EO.from_env(dict(  # the engine
+        engine=engine, address=address, work_dir=work_dir, workers=workers,
+        gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker))
     from pipeline.extract import run_extraction
 
-    run_extraction(data, base or [DEFAULT_BASE], options,
+    run_extraction(data, base or [DEFAULT_BASE], options, engine=engine_options,
                    ctx=Context.create(cache_dir=cache_dir, quiet=quiet))
 
 

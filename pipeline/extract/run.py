@@ -12,8 +12,10 @@ from pipeline.context import Context
 from pipeline.data.samples import Dataset
 from pipeline.data.sources import load_dataset
 from pipeline.data.splits import per_class_counts
+from pipeline.engines import EngineOptions
 from pipeline.errors import PipelineError
-from pipeline.extract.feed import FeedRun, feed_missing
+from pipeline.extract.engine import feed, use_engine
+from pipeline.extract.feed import FeedRun
 from pipeline.extract.options import DEFAULT_BASE, ExtractOptions
 from pipeline.extract.plan import (
     BasePlan,
@@ -41,31 +43,34 @@ def extract(data: str | Path, bases: Sequence[str] = (DEFAULT_BASE,),
 def run_extraction(data: str | Path, bases: Sequence[str] = (DEFAULT_BASE,),
                    options: ExtractOptions | None = None, *, ctx: Context | None = None,
                    cache_dir: str | os.PathLike | None = None, quiet: bool = False,
-                   **kwargs: Any) -> list[ExtractResult]:
+                   engine: EngineOptions | None = None, **kwargs: Any) -> list[ExtractResult]:
     """Run every base in ``bases`` over ``data`` once, into the cache.
 
     ``data`` is a folder of class subfolders (optionally under train/validation/test), a CSV
     manifest ``path,label[,split]`` or a builtin name (``elpv``). Each image is decoded once
     and fed to every base. ``options`` (or keyword arguments with the names of
     :class:`ExtractOptions`: ``weights``, ``pooling``, ``split``, ...) say how; ``ctx`` (or
-    ``cache_dir`` and ``quiet``) where to write and how loudly.
+    ``cache_dir`` and ``quiet``) where to write and how loudly; ``engine`` what computes
+    the rows (default: ``$PIPELINE_ENGINE`` or the local engine).
     """
     options = ExtractOptions.resolve(options, **kwargs)
+    engine = engine or EngineOptions.from_env()
     ctx = ctx or Context.create(cache_dir=cache_dir, quiet=quiet)
     bases = check_bases(bases)
     dataset = load_dataset(data, split=options.split, seed=options.seed,
                            elpv_levels=options.elpv_levels)
     announce(dataset, ctx.report)
     plans = plan_bases(dataset, bases, options, ctx)
+    use_engine(plans, engine)
     with contextlib.ExitStack() as locks:
         for plan in sorted(plans, key=lambda p: str(p.path)):  # one order: no deadlock
             locks.enter_context(plan.writer)
         digest = samples_digest(dataset)
         for plan in plans:
             plan.prepare(dataset.samples, digest)
-        run = feed_missing(dataset.samples, plans, options.batch_size, ctx.report)
+        run, record = feed(dataset.samples, plans, options, engine, ctx.report)
         _refuse_nothing_decoded(dataset, plans, run)
-        results = [_finish(plan, dataset, digest, run, options) for plan in plans]
+        results = [_finish(plan, dataset, digest, run, options, record) for plan in plans]
     for result in results:
         ctx.report.result(result)
     return results
@@ -104,7 +109,8 @@ def _refuse_nothing_decoded(dataset: Dataset, plans: Sequence[BasePlan], run: Fe
 
 
 def _finish(plan: BasePlan, dataset: Dataset, digest: str, run: FeedRun,
-            options: ExtractOptions) -> ExtractResult:
+            options: ExtractOptions, engine_record: dict[str, Any] | None = None
+            ) -> ExtractResult:
     """The result of one base; its feature set written (unless it was a hit)."""
     rows = [s for s in dataset.samples if s.sha256 not in run.skipped]
     skipped = [(s.id, run.skipped[s.sha256]) for s in dataset.samples
@@ -115,7 +121,8 @@ def _finish(plan: BasePlan, dataset: Dataset, digest: str, run: FeedRun,
         n_new=new, n_reused=0 if plan.hit else len(rows) - new, skipped=skipped,
         seconds=run.seconds if new else 0.0)
     if not plan.hit:
-        info = feature_set_info(plan, dataset, rows, digest, result, options)
+        info = feature_set_info(plan, dataset, rows, digest, result, options).replace(
+            engine=engine_record)
         plan.writer.finalize(ids=[s.id for s in rows], sha256=[s.sha256 for s in rows],
                              labels=[s.label for s in rows], split=[s.split for s in rows],
                              info=info, skipped=skipped)

@@ -1,0 +1,105 @@
+"""`pipeline extract --engine ray` on a real local Ray cluster (2 CPUs, fractional model
+workers): the same file as the local engine, a killed model worker, a killed driver.
+
+Skipped only where Ray is absent (install the `ray` extra). One cluster for the session."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from helpers import TINY, make_class_folder
+
+ray = pytest.importorskip("ray")
+
+from pipeline.cache import load_feature_set, verify_feature_set  # noqa: E402
+from pipeline.engines import EngineOptions  # noqa: E402
+from pipeline.engines.ray_engine import KILL_HOOK_ENV  # noqa: E402
+from pipeline.extract import run_extraction  # noqa: E402
+
+pytestmark = pytest.mark.ray
+
+
+@pytest.fixture(scope="session")
+def cluster() -> str:
+    """One local Ray cluster of 2 CPUs for every test here; its address."""
+    ray.init(num_cpus=2, include_dashboard=False, logging_level="ERROR", log_to_driver=False)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()
+
+
+@pytest.fixture
+def data(tmp_path: Path) -> Path:
+    """39 generated images and one broken one."""
+    root = make_class_folder(tmp_path / "d", {"a": 20, "b": 19})
+    (root / "b" / "broken.png").write_bytes(b"not a png at all")
+    return root
+
+
+def same_file(a: Path, b: Path) -> None:
+    x, y = load_feature_set(a), load_feature_set(b)
+    assert list(x.ids) == list(y.ids) and list(x.sha256) == list(y.sha256)
+    assert list(x.labels) == list(y.labels) and list(x.split) == list(y.split)
+    assert x.skipped == y.skipped
+    np.testing.assert_allclose(x.features, y.features, rtol=1e-5, atol=1e-5)
+
+
+def ray_options(**kw) -> EngineOptions:
+    return EngineOptions(engine="ray", **kw)
+
+
+def test_ray_engine_writes_the_local_engines_file(cluster, data, tmp_path):
+    local = run_extraction(data, cache_dir=tmp_path / "local", **TINY)[0]
+    on_ray = run_extraction(data, cache_dir=tmp_path / "ray", engine=ray_options(workers=2),
+                            **TINY)[0]
+    assert on_ray.path.name == local.path.name and on_ray.n_new == 39
+    assert [i for i, _ in on_ray.skipped] == ["b/broken.png"]
+    same_file(local.path, on_ray.path)
+    info = load_feature_set(on_ray.path).info
+    assert info.engine["name"] == "ray" and info.engine["workers"] == 2
+    assert info.engine["cpus_per_worker"] == 0.5 and info.engine["devices"] == "cpu"
+    again = run_extraction(data, cache_dir=tmp_path / "ray", engine=ray_options(), **TINY)[0]
+    assert again.hit
+
+
+def test_a_model_worker_killed_after_its_second_batch_is_replaced(cluster, data, tmp_path,
+                                                                   monkeypatch):
+    marker = tmp_path / "killed"
+    monkeypatch.setenv(KILL_HOOK_ENV, f"2:{marker}")
+    on_ray = run_extraction(data, cache_dir=tmp_path / "ray", engine=ray_options(workers=1),
+                            **TINY)[0]
+    assert marker.exists(), "the hook did not kill a worker"
+    assert verify_feature_set(on_ray.path) == []  # no duplicate id
+    monkeypatch.delenv(KILL_HOOK_ENV)
+    local = run_extraction(data, cache_dir=tmp_path / "local", **TINY)[0]
+    same_file(local.path, on_ray.path)  # no row missing, none twice
+
+
+def test_a_killed_driver_leaves_shards_and_the_rerun_extracts_only_the_rest(cluster, data,
+                                                                             tmp_path):
+    work = tmp_path / "work"
+    cmd = [sys.executable, "-m", "pipeline", "extract", str(data), "--base", "mobilenet_v2_0.35",
+           "--weights", "none", "--input-size", "32", "--batch-size", "2", "--quiet",
+           "--cache-dir", str(tmp_path / "ray"), "--engine", "ray", "--address", cluster,
+           "--workers", "1", "--work-dir", f"file://{work}"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and proc.poll() is None and not list(work.glob("*/shard-*")):
+        time.sleep(0.01)
+    assert proc.poll() is None, f"the driver ended before a shard was committed: {proc.stderr}"
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    shards = list(work.glob("*/shard-*.npz"))
+    assert shards and not list((tmp_path / "ray").glob("*.h5"))
+    rerun = run_extraction(data, cache_dir=tmp_path / "ray", **TINY,
+                           engine=ray_options(work_dir=f"file://{work}"))[0]
+    assert rerun.n_reused >= 2 * len(shards) and rerun.n_new == 39 - rerun.n_reused
+    local = run_extraction(data, cache_dir=tmp_path / "local", **TINY)[0]
+    same_file(local.path, rerun.path)
+    assert not list(work.glob("*/shard-*"))
