@@ -45,8 +45,28 @@ __all__ = ["COMPRESSIONS", "FORMAT_VERSION", "SPLITS", "SUFFIX", "FeatureRows", 
 SUFFIX = ".h5"
 
 
+class _Rows:
+    """What a feature set's rows answer without their features."""
+
+    ids: np.ndarray
+    split: np.ndarray
+    info: FeatureSetInfo
+
+    @property
+    def class_names(self) -> list[str]:
+        return list(self.info.class_names)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def mask(self, split: str) -> np.ndarray:
+        if split not in SPLITS:
+            raise PipelineError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
+        return self.split == split
+
+
 @dataclass
-class FeatureSet:
+class FeatureSet(_Rows):
     """Features of one dataset under one base, with everything aligned row by row."""
 
     features: np.ndarray
@@ -64,20 +84,8 @@ class FeatureSet:
         return MappingProxyType(self.info.to_dict())
 
     @property
-    def class_names(self) -> list[str]:
-        return list(self.info.class_names)
-
-    @property
     def feature_shape(self) -> tuple[int, ...]:
         return tuple(self.features.shape[1:])
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def mask(self, split: str) -> np.ndarray:
-        if split not in SPLITS:
-            raise PipelineError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-        return self.split == split
 
     def xy(self, split: str, flatten: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Features and labels of one split; spatial maps are flattened to rows by default."""
@@ -274,7 +282,7 @@ CHUNK_BYTES = 32 << 20
 
 
 @dataclass
-class FeatureRows:
+class FeatureRows(_Rows):
     """A feature set's rows without its features (ids, hashes, labels, splits, record), and
     its features read in chunks of bounded size: for files larger than memory."""
 
@@ -288,24 +296,12 @@ class FeatureRows:
     n_features: int = 0
 
     @property
-    def class_names(self) -> list[str]:
-        return list(self.info.class_names)
-
-    @property
     def feature_shape(self) -> tuple[int, ...]:
         return tuple(self.info.feature_shape)
 
     @property
     def row_bytes(self) -> int:
         return int(np.prod(self.feature_shape)) * np.dtype(self.info.dtype or "float32").itemsize
-
-    def __len__(self) -> int:
-        return len(self.ids)
-
-    def mask(self, split: str) -> np.ndarray:
-        if split not in SPLITS:
-            raise PipelineError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
-        return self.split == split
 
     def chunk_rows(self, max_bytes: int | None = None) -> int:
         """Rows per chunk so that one chunk of features holds about ``max_bytes`` (default
