@@ -117,3 +117,23 @@ def test_chunked_reads_give_the_rows_of_a_split_a_chunk_at_a_time(tmp_path, monk
     got = list(fr.chunks(fr.mask("train"), flatten=True))
     assert [len(i) for i, _ in got] == [2, 2, 1]
     assert np.array_equal(np.concatenate([c for _, c in got]), x[::2].reshape(5, -1))
+
+
+def test_engine_options_come_from_flags_env_and_the_toml_engine_table(monkeypatch):
+    from pipeline.engines import EngineOptions
+    from pipeline.errors import PipelineError
+    from pipeline.experiment import parse_experiment
+
+    monkeypatch.setenv("PIPELINE_ENGINE", "ray")
+    monkeypatch.setenv("RAY_ADDRESS", "auto")
+    assert EngineOptions.from_env() == EngineOptions(engine="ray", address="auto")
+    assert EngineOptions.from_env({"engine": "local", "workers": None}).engine == "local"
+    doc = {"data": "elpv", "bases": ["fakenet"],
+           "engine": {"workers": 3, "cpus_per_worker": 0.5, "work_dir": "s3://b/w"}}
+    engine = parse_experiment(doc).engine
+    assert engine == EngineOptions(engine="ray", address="auto", workers=3,
+                                   cpus_per_worker=0.5, work_dir="s3://b/w")
+    with pytest.raises(PipelineError, match="workerz"):
+        parse_experiment(dict(doc, engine={"workerz": 2}))
+    with pytest.raises(PipelineError, match="engine"):
+        EngineOptions.from_env({"engine": "spark"})
