@@ -5,7 +5,6 @@ Skipped only where Ray is absent (install the `ray` extra). One cluster for the 
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
