@@ -67,3 +67,15 @@ def test_out_of_core_heads_learn_from_chunks_as_well_as_in_memory(tmp_path, monk
     assert validation["accuracy"] >= in_memory - 0.05 and validation["accuracy"] > 0.8
     test = evaluate(model, open_feature_rows(cache), "test")
     assert test["accuracy"] > 0.8
+
+
+def test_an_out_of_core_sweep_scores_each_configuration_and_tests_the_best(tmp_path):
+    from pipeline.heads.grid import HeadConfig
+    from pipeline.heads.out_of_core import sweep_out_of_core
+
+    cache = make_cache(tmp_path / "c.h5", n=300, d=8, sep=3.0)
+    configs = [HeadConfig("logreg", {"C": 1e-4}), HeadConfig("linear_svm", {"C": 1.0})]
+    fitted = sweep_out_of_core(cache, configs, metric="balanced_accuracy")
+    scores = [f["validation"]["balanced_accuracy"] for f in fitted]
+    assert scores == sorted(scores, reverse=True) and len(fitted) == 2
+    assert fitted[0]["test"]["accuracy"] > 0.8 and fitted[1]["test"] is None

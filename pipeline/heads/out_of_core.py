@@ -153,3 +153,20 @@ def fit_cache_out_of_core(path: str | os.PathLike, kind: str,
     rows = open_feature_rows(path)  # integrity checked a chunk at a time
     model = fit_out_of_core(rows, kind, params, seed=seed, class_weight=class_weight)
     return model, evaluate(model, rows, "validation")
+
+
+def sweep_out_of_core(path: str | os.PathLike, configs: Sequence[Any], *, metric: str,
+                      seed: int = 0, class_weight: str = "none") -> list[dict[str, Any]]:
+    """Fit each configuration (``.kind``, ``.params``: a sweep's HeadConfig) on one cache out
+    of core; returns one ``{"config", "model", "validation", "test"}`` per configuration, the
+    one best on validation ``metric`` first (only it is scored on test)."""
+    rows = open_feature_rows(path)
+    fitted = []
+    for c in configs:
+        model = fit_out_of_core(rows, c.kind, c.params, seed=seed, class_weight=class_weight)
+        fitted.append({"config": c, "model": model,
+                       "validation": evaluate(model, rows, "validation"), "test": None})
+    fitted.sort(key=lambda f: -(f["validation"].get(metric) or 0.0))
+    if fitted:
+        fitted[0]["test"] = evaluate(fitted[0]["model"], rows, "test")
+    return fitted
