@@ -278,7 +278,7 @@ def _read(path: Path) -> FeatureSet:
 
 
 #: About how many bytes of features one chunked read or write holds.
-CHUNK_BYTES = 32 << 20
+CHUNK_BYTES = 8 << 20
 
 
 @dataclass
