@@ -118,7 +118,12 @@ def size_pool(options: EngineOptions) -> Sizing:
 
 
 def refuse_local_work_dir(sizing: Sizing, jobs: Sequence[BaseJob]) -> None:
-    """Shards on one machine's disk cannot be shared by a cluster of several."""
+    """Shards on one machine's disk cannot be shared by a cluster of several, nor shards in
+    one process's memory by the worker processes."""
+    in_memory = [j.shards for j in jobs if j.shards.startswith("memory://")]
+    if in_memory:
+        raise PipelineError(f"--work-dir {in_memory[0]}: fsspec's memory:// lives in one "
+                            "process and Ray workers are others; use a folder or s3://, gs://")
     local = [j.shards for j in jobs if not is_url(j.shards)]
     if sizing.nodes > 1 and local:
         raise PipelineError(f"the Ray cluster has {sizing.nodes} nodes but the work folder "
