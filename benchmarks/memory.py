@@ -11,6 +11,10 @@ What still grows is per-image bookkeeping (the sample list, ids, hashes: a few K
 whatever the row size), so the smaller the rows, the more images 256 MiB takes and the more
 it shows: ``--input-size 96 --n 760`` (45 KiB rows) measures that case.
 
+Then fits ``logreg`` out of core (:mod:`pipeline.heads.out_of_core`, as ``fit-head
+--max-memory`` does over budget) on each of the two caches and reports the same growth of its
+net peak RSS.
+
 Reuses ``peak_rss_mib`` and ``write_random_pngs`` of benchmarks/run.py (its
 ``memory_growth_4x_images`` measures pooled features at N and 4N; this one the spatial maps
 of the scale-out issue, at 8N).
@@ -32,6 +36,9 @@ from pathlib import Path
 RUN = Path(__file__).resolve().parent / "run.py"
 CHANNELS = 1280  # MobileNetV2-0.35's last map; its side is input size / 32
 IMPORTS = "import pipeline.cli, pipeline.extract.run, pipeline.bases.forward, tensorflow"
+FIT_IMPORTS = "import sklearn.linear_model, pipeline.heads.out_of_core, pipeline.heads.metrics"
+FIT = (FIT_IMPORTS + "; import sys; from pipeline.heads.out_of_core import "
+       "fit_cache_out_of_core as f; f(sys.argv[1], 'logreg')")
 
 
 def _run_module():
@@ -48,17 +55,25 @@ def extract_cmd(folder: Path, cache_dir: Path, size: int) -> list[str]:
             "none", "--cache-dir", str(cache_dir), "--quiet"]
 
 
-def measure(n: int, px: int, size: int, work: Path) -> dict:
+def measure(n: int, px: int, size: int, work: Path) -> list[dict]:
     bench = _run_module()
     baseline = bench.peak_rss_mib([sys.executable, "-c", IMPORTS])
-    peaks = {}
+    fit_baseline = bench.peak_rss_mib([sys.executable, "-c", FIT_IMPORTS])
+    peaks, fits = {}, {}
     for k in (n, 8 * n):
         folder = bench.write_random_pngs(work / f"images_{k}", k, px, seed=k)
         peaks[k] = bench.peak_rss_mib(extract_cmd(folder, work / f"cache_{k}", size))
         shutil.rmtree(folder, ignore_errors=True)
+        cache = next((work / f"cache_{k}").glob("*.h5"))
+        fits[k] = bench.peak_rss_mib([sys.executable, "-c", FIT, str(cache)]) - fit_baseline
     net = {k: v - baseline for k, v in peaks.items()}
     growth = net[8 * n] / net[n] - 1
-    return {"name": "extract_peak_rss_growth_8x_images", "value": round(100 * growth, 1),
+    fit = {"name": "fit_logreg_out_of_core_peak_rss_growth_8x_rows",
+           "value": round(100 * (fits[8 * n] / fits[n] - 1), 1), "unit": "%", "target": "< 10",
+           "met": fits[8 * n] / fits[n] - 1 < 0.10,
+           "detail": {"net_n_mib": round(fits[n], 1), "net_8n_mib": round(fits[8 * n], 1),
+                      "import_rss_mib": round(fit_baseline, 1)}}
+    extract = {"name": "extract_peak_rss_growth_8x_images", "value": round(100 * growth, 1),
             "unit": "%", "target": "< 10", "met": growth < 0.10,
             "detail": {"n": n, "input_size": size,
                        "rows_mib_8n": round(8 * n * row_bytes(size) / 2**20, 1),
@@ -67,6 +82,7 @@ def measure(n: int, px: int, size: int, work: Path) -> dict:
                        "peak_rss_8n_mib": round(peaks[8 * n], 1),
                        "net_n_mib": round(net[n], 1), "net_8n_mib": round(net[8 * n], 1),
                        "image_px": px, "load_avg": [round(x, 2) for x in os.getloadavg()]}}
+    return [extract, fit]
 
 
 def row_bytes(size: int) -> int:
