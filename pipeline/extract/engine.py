@@ -8,6 +8,7 @@ from typing import Any
 
 from pipeline.data.samples import Sample
 from pipeline.engines import EngineOptions
+from pipeline.errors import PipelineError
 from pipeline.extract.feed import FeedRun, feed_missing
 from pipeline.extract.options import ExtractOptions
 from pipeline.extract.plan import BasePlan
@@ -27,7 +28,12 @@ def feed(samples: Sequence[Sample], plans: Sequence[BasePlan], options: ExtractO
     if engine.engine == "local":
         return feed_missing(samples, plans, options.batch_size, report), None
     from pipeline.bases.weights import parse_weights
-    from pipeline.engines.ray_engine import BaseJob, run_ray  # Ray: only for --engine ray
+
+    try:
+        from pipeline.engines.ray_engine import BaseJob, run_ray  # Ray: only for --engine ray
+    except ImportError as e:
+        raise PipelineError(f"--engine ray needs Ray ({e}); install it with "
+                            "pip install 'pipeline[ray]'") from None
 
     busy = [p for p in plans if p.todo]
     jobs = [BaseJob(base=p.extractor.spec.name, weights=parse_weights(options.weights),
