@@ -142,6 +142,10 @@ class FeatureSetWriter:
         if work_dir is not None:
             self.shards = WorkShards(f"{str(work_dir).rstrip('/')}/{self.path.stem}.work")
             self.sources = RowSources(self.shards)
+            if self.shards.url is None and self.read_only is None and self.shards.path.is_dir():
+                for p in self.shards.path.glob(".shard-*"):  # killed saves (lock held)
+                    with contextlib.suppress(OSError):
+                        p.unlink()
 
     def reindex(self) -> None:
         """Index the shards again (another engine, e.g. Ray workers, has added some)."""
