@@ -103,3 +103,19 @@ def test_a_killed_driver_leaves_shards_and_the_rerun_extracts_only_the_rest(clus
     local = run_extraction(data, cache_dir=tmp_path / "local", **TINY)[0]
     same_file(local.path, rerun.path)
     assert not list(work.glob("*/shard-*"))
+
+
+def test_a_multi_node_cluster_refuses_a_local_work_folder_and_memory_urls():
+    from pipeline.engines.ray_engine import BaseJob, Sizing, refuse_local_work_dir
+    from pipeline.errors import PipelineError
+
+    def job(shards: str) -> BaseJob:
+        return BaseJob("mobilenet_v2_0.35", None, 32, None, "avg", "w", "float32", shards)
+
+    two_nodes, one_node = Sizing(4, 0.5, 0.0, 1, 2), Sizing(1, 0.5, 0.0, 1, 1)
+    refuse_local_work_dir(one_node, [job("/tmp/x.work")])  # one machine: its disk is shared
+    refuse_local_work_dir(two_nodes, [job("s3://bucket/x.work")])
+    with pytest.raises(PipelineError, match="2 nodes but the work folder /tmp/x.work is local"):
+        refuse_local_work_dir(two_nodes, [job("/tmp/x.work")])
+    with pytest.raises(PipelineError, match="memory:// lives in one process"):
+        refuse_local_work_dir(one_node, [job("memory://x.work")])

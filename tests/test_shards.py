@@ -137,3 +137,34 @@ def test_engine_options_come_from_flags_env_and_the_toml_engine_table(monkeypatc
         parse_experiment(dict(doc, engine={"workerz": 2}))
     with pytest.raises(PipelineError, match="engine"):
         EngineOptions.from_env({"engine": "spark"})
+
+
+def test_the_local_engine_keeps_its_shards_under_a_work_dir_url_and_resumes_from_them(
+        tmp_path, monkeypatch):
+    from helpers import TINY, make_class_folder
+
+    from pipeline.cache.work import WorkShards as Shards
+    from pipeline.engines import EngineOptions
+    from pipeline.errors import PipelineError
+    from pipeline.extract import run_extraction
+
+    data = make_class_folder(tmp_path / "d", {"a": 6, "b": 6})
+    work = f"file://{tmp_path / 'work'}"
+    saves = []
+    original = Shards.save
+
+    def save_twice_then_fail(self, sha256, features):
+        if len(saves) == 2:
+            raise OSError(28, "No space left on device")
+        saves.append(original(self, sha256, features))
+        return saves[-1]
+
+    monkeypatch.setattr(Shards, "save", save_twice_then_fail)
+    opts = dict(TINY, batch_size=4, engine=EngineOptions(work_dir=work))
+    with pytest.raises(PipelineError, match="No space left"):
+        run_extraction(data, **opts)
+    assert len(list((tmp_path / "work").glob("*.work/shard-*.npz"))) == 2
+    monkeypatch.setattr(Shards, "save", original)
+    resumed = run_extraction(data, **opts)[0]
+    assert resumed.n_reused == 8 and resumed.n_new == 4
+    assert verify_feature_set(resumed.path) == [] and not list((tmp_path / "work").glob("*/*"))
