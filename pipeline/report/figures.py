@@ -53,15 +53,15 @@ def confusion_figure(run: Run, split: str, path: Path) -> str | None:
     names = run.class_names
     cm = confusion(p, len(names))
     share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    side = min(MAX_WIDTH / 2, max(2.8, 0.45 * len(names) + 2.0))
+    side = min(MAX_WIDTH / 2, max(3.0, 0.45 * len(names) + 2.2))
     fig = _figure(2 * side, side)
     axes = fig.subplots(1, 2)
-    for ax, values, fmt, what in ((axes[0], cm, "d", "counts"),
-                                  (axes[1], share, ".2f", "normalised by true class")):
+    for ax, values, fmt, what in ((axes[0], cm, "d", f"counts (n={int(cm.sum())})"),
+                                  (axes[1], share, ".2f", "share of each true class")):
         ConfusionMatrixDisplay(values, display_labels=names).plot(
             ax=ax, cmap="Blues", colorbar=False, values_format=fmt,
             xticks_rotation=45 if len(names) > 3 else "horizontal")
-        ax.set_title(f"{split}: {what} (n={int(cm.sum())})", fontsize=9)
+        ax.set_title(f"{split}: {what}", fontsize=9)
     return _save(fig, path)
 
 
@@ -71,11 +71,13 @@ def _binary_curves(axes: Sequence[Any], preds: Mapping[str, Predictions], pos: s
 
     for split, p in preds.items():
         y, score = p.labels == 1, p.proba[:, 1]
-        style = {"linestyle": "--" if split == "validation" else "-"}
-        RocCurveDisplay.from_predictions(y, score, name=split, ax=axes[0], **style)
-        PrecisionRecallDisplay.from_predictions(y, score, name=split, ax=axes[1], **style)
-        CalibrationDisplay.from_predictions(y, score, n_bins=10, name=split, ax=axes[2],
-                                            **style)
+        RocCurveDisplay.from_predictions(y, score, name=split, ax=axes[0])
+        PrecisionRecallDisplay.from_predictions(y, score, name=split, ax=axes[1])
+        CalibrationDisplay.from_predictions(y, score, n_bins=10, name=split, ax=axes[2])
+    for ax in axes:  # validation dashed (styled afterwards: the displays' keywords vary)
+        for line in ax.lines:
+            if str(line.get_label()).startswith("validation"):
+                line.set_linestyle("--")
     axes[0].set_title(f"ROC ({pos} positive)", fontsize=9)
     axes[1].set_title(f"precision-recall ({pos} positive)", fontsize=9)
     axes[2].set_title(f"reliability: P({pos})", fontsize=9)

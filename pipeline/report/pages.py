@@ -53,6 +53,11 @@ def _sort_value(v: Any) -> str:
     return "" if v is None else str(v)
 
 
+def _breakable(v: Any) -> str:
+    """A long identifier that may wrap after its underscores (zero-width spaces)."""
+    return _fmt(v).replace("_", "_\u200b")
+
+
 def _env() -> Any:
     import jinja2
 
@@ -60,7 +65,7 @@ def _env() -> Any:
                              autoescape=jinja2.select_autoescape(["html"]),
                              undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True)
-    env.filters.update(num=_fmt, sortv=_sort_value, short_id=data.short_id,
+    env.filters.update(num=_fmt, sortv=_sort_value, short_id=data.short_id, breakable=_breakable,
                        words=lambda m: str(m).replace("_", " "))
     return env
 
