@@ -10,7 +10,6 @@ import json
 import re
 import shutil
 import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -22,6 +21,7 @@ from typer.testing import CliRunner
 
 import pipeline.report
 from pipeline.cli import app
+from pipeline.errors import PipelineError
 from pipeline.extract import run_extraction
 from pipeline.report.pages import RUN_PAGE
 from pipeline.runs import fit_heads
@@ -157,19 +157,17 @@ def test_interpret_matches_the_saved_predictions(world):
 
 
 def test_report_command_regenerates_and_refuses_an_unknown_run(world):
-    reports = world["reports"]
+    reports, run = world["reports"], world["runs"][0]
     (reports / "index.html").unlink()
-    page = world["runs"][0].run_dir / RUN_PAGE
+    page = run.run_dir / RUN_PAGE
     page.unlink()
-    out = CliRunner().invoke(app, ["report", "--reports-dir", str(reports),
+    out = CliRunner().invoke(app, ["report", run.run_id, "--reports-dir", str(reports),
                                    "--cache-dir", str(world["root"] / "cache")])
     assert out.exit_code == 0, out.output
     assert (reports / "index.html").is_file() and page.is_file()
-    bad = subprocess.run([sys.executable, "-m", "pipeline", "report", "nosuchrun",
-                          "--reports-dir", str(reports)], capture_output=True, text=True,
-                         timeout=120)
-    assert bad.returncode != 0 and "nosuchrun" in bad.stderr
-    assert "Traceback" not in bad.stderr
+    assert out.output.strip() == str(page)
+    bad = CliRunner().invoke(app, ["report", "nosuchrun", "--reports-dir", str(reports)])
+    assert isinstance(bad.exception, PipelineError) and "nosuchrun" in str(bad.exception)
 
 
 def test_the_sweep_marks_the_chosen_configuration(world):
@@ -207,3 +205,24 @@ def test_pages_fit_1280_px_without_horizontal_scrolling(world, tmp_path):
         width = re.search(r'id="probe">W=(\d+)<', out.stdout)
         assert width, out.stderr[-500:]
         assert int(width[1]) <= 1280, page
+
+
+def test_a_fine_tuned_run_page_marks_the_hand_over(world):
+    from pipeline.runs.record import FINETUNE_STAGE, FinetuneInfo, RunMetrics, RunRecord
+
+    dense = next(r for r in world["runs"] if r.config.kind == "dense")
+    run_dir = dense.run_dir.with_name(dense.run_id + "-ft")
+    shutil.copytree(dense.run_dir, run_dir)
+    try:
+        record, metrics = RunRecord.read(run_dir), RunMetrics.read(run_dir)
+        record.stage, record.run_id = FINETUNE_STAGE, run_dir.name
+        record.finetune = FinetuneInfo(source_run=dense.run_id)
+        metrics.head_history = metrics.history
+        record.write(run_dir)
+        metrics.write(run_dir)
+        page = pipeline.report.write_report(world["reports"], run_dir.name)
+        refs, text = _check_page(page)
+        assert "figures/learning.png" in refs and "hand-over" in text
+        assert dense.run_id in text  # where it was fine-tuned from
+    finally:
+        shutil.rmtree(run_dir)

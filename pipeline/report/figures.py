@@ -53,11 +53,11 @@ def confusion_figure(run: Run, split: str, path: Path) -> str | None:
     names = run.class_names
     cm = confusion(p, len(names))
     share = cm / np.maximum(cm.sum(axis=1, keepdims=True), 1)
-    side = min(MAX_WIDTH / 2, max(3.0, 0.45 * len(names) + 2.2))
+    side = min(MAX_WIDTH / 2, max(3.2, 0.45 * len(names) + 2.2))
     fig = _figure(2 * side, side)
     axes = fig.subplots(1, 2)
     for ax, values, fmt, what in ((axes[0], cm, "d", f"counts (n={int(cm.sum())})"),
-                                  (axes[1], share, ".2f", "share of each true class")):
+                                  (axes[1], share, ".2f", "share of true class")):
         ConfusionMatrixDisplay(values, display_labels=names).plot(
             ax=ax, cmap="Blues", colorbar=False, values_format=fmt,
             xticks_rotation=45 if len(names) > 3 else "horizontal")
@@ -161,6 +161,10 @@ def learning_figure(run: Run, path: Path) -> str | None:
     return _save(fig, path)
 
 
+def _shorten(text: str, limit: int = 48) -> str:
+    return text if len(text) <= limit else text[:limit - 1] + "…"
+
+
 def comparison_figure(rows: Sequence[dict[str, Any]], metric: str, path: Path,
                       title: str = "") -> str | None:
     """Validation and test ``metric`` of each run (one line per head configuration and
@@ -186,7 +190,8 @@ def comparison_figure(rows: Sequence[dict[str, Any]], metric: str, path: Path,
     if tests:
         ax.scatter([t for _, t in tests], [y - 0.12 for y, _ in tests], marker="s",
                    color="tab:orange", label="test (bar: bootstrap 95% interval)", zorder=3)
-    ax.set_yticks(ys, [f"{r.get('config')} · {r.get('base')}" for r in rows], fontsize=8)
+    ax.set_yticks(ys, [_shorten(f"{r.get('config')} · {r.get('base')}") for r in rows],
+                  fontsize=8)
     ax.set_xlabel(metric.replace("_", " "))
     ax.grid(axis="x", alpha=0.3)
     ax.set_ylim(-0.6, len(rows) - 0.4)
