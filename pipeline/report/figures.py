@@ -152,7 +152,7 @@ def learning_figure(run: Run, path: Path) -> str | None:
         if finetuned:
             ax.axvline(n_head + 0.5, color="black", linestyle="--", linewidth=1,
                        label="hand-over to fine-tuning")
-        if m.best_epoch:
+        if m.best_epoch is not None and (finetuned or m.best_epoch > 0):
             ax.axvline(n_head + m.best_epoch, color="grey", linestyle=":", label="kept epoch")
         ax.set_xlabel("epoch" + (" (head, then fine-tuning)" if n_head else ""))
         ax.set_ylabel(metric)
