@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 import pipeline
+import pipeline.report  # noqa: F401  (the leaderboard refresh below rewrites the report)
 from pipeline.fileio import file_sha256, utc_timestamp
 from pipeline.finetune.callbacks import KeepBest
 from pipeline.finetune.run_folder import MODEL_FILE
