@@ -12,6 +12,7 @@ import circle. Reading the list top-down is reading the data flow::
     extract     stage 1: plan an extraction and feed batches to the writer
     heads       stage 2: heads fitted on cached features, chosen on validation
     runs        run folders: the run record, the leaderboard, plots
+    report      the HTML report over the run folders (index and one page per run)
     finetune    stage 3: base + head end to end; predict; export
     experiment  a whole experiment from a TOML file
     cli         the typer command line over all of the above
@@ -29,6 +30,8 @@ LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("extract", ("extract",)),
     ("heads", ("heads",)),
     ("runs", ("runs",)),
+    # Reads run folders (and the caches they name); the fine-tune recorder refreshes it.
+    ("report", ("report",)),
     ("finetune", ("finetune",)),
     ("experiment", ("experiment",)),
     ("cli", ("cli", "__main__")),

@@ -329,6 +329,7 @@ def test_leaderboard_written_by_many_writers_at_once_stays_whole(tmp_path):
     import csv
     from concurrent.futures import ThreadPoolExecutor
 
+    import pipeline.report  # noqa: F401  (index.html is the report's, refreshed with the CSV)
     from pipeline.runs import fit_heads
     from pipeline.runs.leaderboard import write_leaderboard
 

@@ -56,7 +56,7 @@ def test_leaderboard_csv_html_json(two_bases):
     page = (reports / "index.html").read_text()
     for r in result.runs:
         assert r.run_id in page
-        assert f"{r.run_id}/confusion_matrix.png" in page
+        assert f"{r.run_id}/report.html" in page  # the run's own page (pipeline.report)
     # filters and sorting
     assert {r["base"] for r in leaderboard(reports, base="net_b")} == {"net_b"}
     assert {r["head"] for r in leaderboard(reports, head="knn")} == {"knn"}

@@ -30,6 +30,7 @@ try:
 except ImportError as _e:  # pragma: no cover
     if "finetune_cmd" not in str(_e):
         raise
+from pipeline.cli import report_cmd  # noqa: F401,E402  (report, interpret)
 
 __all__ = ["app", "main", "table_console"]
 

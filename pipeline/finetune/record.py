@@ -13,6 +13,7 @@ import keras
 import numpy as np
 
 import pipeline
+import pipeline.report  # noqa: F401  (the leaderboard refresh below rewrites the report)
 from pipeline.fileio import file_sha256, utc_timestamp
 from pipeline.finetune.callbacks import KeepBest
 from pipeline.finetune.run_folder import MODEL_FILE
@@ -28,6 +29,7 @@ from pipeline.runs.record import (
     RunRecord,
     Selection,
 )
+from pipeline.runs.thumbnails import write_thumbnails
 from pipeline.runs.writer import write_predictions
 
 if TYPE_CHECKING:
@@ -47,10 +49,11 @@ def record(prepared: Prepared, trained: Trained, evaluated: Evaluated, folder: R
                                  file_sha256(folder.path / MODEL_FILE))
     config.write(folder.path)
     metrics.write(folder.path)
-    write_predictions(folder.path, prepared.rebuilt.class_names,
-                      {s: SplitPredictions(np.asarray(prepared.splits[s].ids, dtype=object),
-                                           prepared.splits[s].y, evaluated.proba[s])
-                       for s in ("validation", "test")})
+    predictions = {s: SplitPredictions(np.asarray(prepared.splits[s].ids, dtype=object),
+                                       prepared.splits[s].y, evaluated.proba[s])
+                   for s in ("validation", "test")}
+    write_predictions(folder.path, prepared.rebuilt.class_names, predictions)
+    write_thumbnails(folder.path, prepared.features.info.dataset_root, predictions)
     _plots(prepared, trained, evaluated, folder, metrics.head_history)
     folder.state["status"] = "done"
     folder.write_state()

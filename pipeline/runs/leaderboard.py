@@ -12,14 +12,13 @@ accepted. Runs of an identical configuration (same cache key, stage, head kind a
 parameters, seed, selection) are one row: the newest run, with ``repeats`` counting them all.
 
 Reading the leaderboard writes nothing; :func:`write_leaderboard` refreshes
-``leaderboard.csv`` and ``index.html`` in the reports dir (called by the commands that add or
-remove runs).
+``leaderboard.csv`` in the reports dir, and ``index.html`` through the report package
+(:mod:`pipeline.report`) when it is loaded (called by the commands that add or remove runs).
 """
 
 from __future__ import annotations
 
 import csv
-import html
 import io
 import json
 import os
@@ -44,7 +43,7 @@ COLUMNS = (
     "fit_seconds", "predict_seconds", "n_train", "n_validation", "n_test", "cache_key",
     "cache_file", "cache_path", "run_dir",
 )
-#: What the terminal table and the HTML page show (a subset of :data:`COLUMNS`, same names).
+#: What the terminal table shows (a subset of :data:`COLUMNS`, same names).
 SHOWN = (ROW, "run_id", "dataset", "base", "layer", "input_size", "pooling", "weights",
          "config", "repeats", "val_balanced_accuracy", "test_balanced_accuracy",
          "test_accuracy", "test_roc_auc")
@@ -199,59 +198,18 @@ def to_json(rows: Sequence[dict[str, Any]]) -> str:
     return json.dumps(list(rows), indent=2)
 
 
-def _fmt(v: Any) -> str:
-    if v is None:
-        return ""
-    if isinstance(v, float):
-        return f"{v:.4f}"
-    return str(v)
-
-
-def write_html(rows: Sequence[dict[str, Any]], path: Path) -> Path:
-    """A static page: the table, then each run's plots (linked PNGs, relative to the page)."""
-    shown = (*SHOWN[:SHOWN.index("val_balanced_accuracy")], "best_overall",
-             *(f"val_{m}" for m in METRIC_NAMES), *(f"test_{m}" for m in METRIC_NAMES),
-             "fit_seconds")
-    esc = html.escape
-    out = ["<!doctype html><html><head><meta charset='utf-8'><title>pipeline runs</title>",
-           "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse;"
-           "font-size:13px}td,th{border:1px solid #ccc;padding:3px 6px}th{background:#eee}"
-           "tr.best{background:#eef8ee}img{max-width:48%;margin:4px;border:1px solid #ddd}"
-           "section{margin-top:2em}</style></head><body>",
-           f"<h1>pipeline runs</h1><p>{len(rows)} runs; ranked by validation "
-           f"{esc(DEFAULT_METRIC)} (selection never looks at test).</p>",
-           "<table><tr>" + "".join(f"<th>{esc(c)}</th>" for c in shown) + "</tr>"]
-    for r in rows:
-        cls = " class='best'" if r.get("best_overall") else ""
-        cells = []
-        for c in shown:
-            text = esc(_fmt(r.get(c)))
-            if c == "run_id":
-                text = f"<a href='#{text}'>{text}</a>"
-            cells.append(f"<td>{text}</td>")
-        out.append(f"<tr{cls}>" + "".join(cells) + "</tr>")
-    out.append("</table>")
-    root = path.parent.resolve()
-    for r in rows:
-        run_dir = Path(r["run_dir"]).resolve()
-        try:
-            rel = run_dir.relative_to(root).as_posix()
-        except ValueError:
-            rel = run_dir.as_uri()
-        out.append(f"<section id='{esc(r['run_id'])}'><h3>{esc(r['run_id'])}</h3>"
-                   f"<p>{esc(str(r['head']))} {esc(str(r['params']))} on {esc(str(r['base']))}"
-                   f" / {esc(str(r['dataset']))}</p>")
-        for png in ("confusion_matrix.png", "learning_curve.png"):
-            if (run_dir / png).is_file():
-                out.append(f"<img src='{esc(rel)}/{png}' alt='{png}'>")
-        out.append("</section>")
-    out.append("</body></html>")
-    return atomic_write_text(path, "\n".join(out))
+#: Writers of the HTML report, each called with the reports folder after every refresh.
+#: The report (:mod:`pipeline.report`) sits in a higher layer and adds itself here when it
+#: is imported (the command line imports it at start-up); the runs layer writes the CSV.
+PAGE_WRITERS: list[Callable[[Path], object]] = []
 
 
 def write_leaderboard(reports: str | os.PathLike) -> tuple[Path, Path]:
-    """Rewrite ``leaderboard.csv`` and ``index.html`` over all runs; returns their paths."""
+    """Rewrite ``leaderboard.csv`` and (through :data:`PAGE_WRITERS`) ``index.html`` over
+    all runs; returns their paths."""
     reports = Path(reports)
     reports.mkdir(parents=True, exist_ok=True)
-    rows = all_rows(reports)
-    return write_csv(rows, reports / CSV_NAME), write_html(rows, reports / HTML_NAME)
+    path = write_csv(all_rows(reports), reports / CSV_NAME)
+    for write_pages in PAGE_WRITERS:
+        write_pages(reports)
+    return path, reports / HTML_NAME

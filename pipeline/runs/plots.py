@@ -1,21 +1,38 @@
-"""PNG plots of a run: confusion matrices and learning curves (matplotlib, Agg backend)."""
+"""PNG plots of a run: confusion matrices and learning curves (matplotlib, Agg backend).
+
+matplotlib loads when a plot is drawn, not with this module (importing ``pipeline.runs``
+stays fast); the Agg backend is chosen before it loads: files only, never a window (safe on
+servers and in worker threads). The HTML report draws its own figures
+(:mod:`pipeline.report.figures`).
+"""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only, never a window (safe on servers and in worker threads)
+# Read by matplotlib when it is first imported, wherever that happens.
+os.environ.setdefault("MPLBACKEND", "Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+
+def pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, imported on first use."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def save_figure(fig: Any, path: Path, title: str = "") -> Path:
     """Title, tighten, write as PNG and free the figure (every plot of a run ends here)."""
+    plt = pyplot()
+
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
@@ -23,9 +40,12 @@ def save_figure(fig: Any, path: Path, title: str = "") -> Path:
     plt.close(fig)
     return path
 
+
 def plot_confusion(path: Path, matrices: Mapping[str, Sequence[Sequence[int]]],
                    class_names: Sequence[str], title: str = "") -> Path:
     """One panel per split (e.g. validation, test); cells show counts, colour shows row share."""
+    plt = pyplot()
+
     items = [(k, np.asarray(v)) for k, v in matrices.items() if v is not None]
     n = len(class_names)
     size = max(3.2, 0.5 * n + 2.2)
@@ -49,6 +69,8 @@ def plot_confusion(path: Path, matrices: Mapping[str, Sequence[Sequence[int]]],
 def plot_learning_curve(path: Path, history: Mapping[str, Sequence[float]], title: str = "",
                         best_epoch: Any = None) -> Path | None:
     """Accuracy and loss per epoch, train and validation; ``None`` if there is no history."""
+    plt = pyplot()
+
     panels = [m for m in ("accuracy", "loss") if history.get(m) or history.get(f"val_{m}")]
     if not panels:
         return None

@@ -27,6 +27,7 @@ from pipeline.runs.leaderboard import write_leaderboard
 from pipeline.runs.plots import plot_confusion, plot_learning_curve
 from pipeline.runs.record import CacheRef, RunMetrics, RunRecord, Selection
 from pipeline.runs.store import new_run_dir, save_head
+from pipeline.runs.thumbnails import write_thumbnails
 
 #: The validation and test predictions of a run (see :func:`write_predictions`).
 PREDICTIONS = "predictions.csv"
@@ -135,6 +136,8 @@ def save_sweep(result: SweepResult, ctx: Context | None = None,
         record.write(run_dir)
         metrics.write(run_dir)
         write_predictions(run_dir, d.class_names, run.predictions)
+        # While the images are surely there: the report's top-losses grid reads these.
+        write_thumbnails(run_dir, d.info.dataset_root, run.predictions)
         _plot(run, run_dir, metrics, d.class_names)
     write_leaderboard(reports)
     result.reports_dir = reports
