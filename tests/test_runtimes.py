@@ -126,7 +126,7 @@ def test_a_failed_conversion_falls_back_to_tensorflow_with_one_line(
 
 def test_a_runtime_not_installed_falls_back_to_tensorflow(image_folder, tmp_path, monkeypatch,
                                                           capsys):
-    import pipeline.bases.runtimes as runtimes
+    import pipeline.bases.runtimes.base as runtimes
 
     monkeypatch.setitem(runtimes.NEEDS, "openvino", ("no_such_module_for_pipeline_tests",))
     _, _, info = _extract(image_folder, tmp_path / "c", runtime="openvino", quiet=False)

@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.bases.extractor import Extractor
-from pipeline.bases.runtimes import (
+from pipeline.bases.runtimes.base import (
     BFLOAT16,
     ONNXRUNTIME,
     OPENVINO,
@@ -26,9 +26,9 @@ from pipeline.bases.runtimes import (
     Runtime,
     RuntimeRequest,
     installed,
-    open_named,
     threads,
 )
+from pipeline.bases.runtimes.named import open_named
 from pipeline.bases.runtimes.onnx_store import (
     RTOL_FLOAT32,
     disagreement,

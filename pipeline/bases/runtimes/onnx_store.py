@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.bases.extractor import Extractor
-from pipeline.bases.runtimes import ONNXRUNTIME, OPENVINO, installed
+from pipeline.bases.runtimes.base import ONNXRUNTIME, OPENVINO, installed
 from pipeline.bases.runtimes.convert import DEFAULT_OPSET, keras_to_onnx
 from pipeline.errors import PipelineError
 from pipeline.fileio import (

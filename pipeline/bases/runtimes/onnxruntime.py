@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from pipeline.bases.runtimes import FLOAT32, ONNXRUNTIME, threads
+from pipeline.bases.runtimes.base import FLOAT32, ONNXRUNTIME, threads
 
 
 class OnnxRuntime:

@@ -8,7 +8,7 @@ import functools
 
 import numpy as np
 
-from pipeline.bases.runtimes import BFLOAT16, FLOAT32, OPENVINO, threads
+from pipeline.bases.runtimes.base import BFLOAT16, FLOAT32, OPENVINO, threads
 
 
 @functools.cache

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from pipeline.bases.extractor import Extractor
-from pipeline.bases.runtimes import FLOAT32, TENSORFLOW
+from pipeline.bases.runtimes.base import FLOAT32, TENSORFLOW
 
 
 class TensorFlowRuntime:
