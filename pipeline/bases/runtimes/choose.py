@@ -90,7 +90,7 @@ def choose_runtime(extractor: Extractor, request: RuntimeRequest, report: Report
     start = time.perf_counter()
     runtimes = _open_all(extractor, [TENSORFLOW, *candidates], request, report)
     opened = time.perf_counter() - start
-    rates = _time(runtimes, random_images(min(request.batch_size, MAX_TIMING_BATCH),
+    rates = time_runtimes(runtimes, random_images(min(request.batch_size, MAX_TIMING_BATCH),
                                           extractor.input_size), report)
     best = _fastest(rates)
     seconds = time.perf_counter() - start
@@ -115,7 +115,7 @@ def _open_all(extractor: Extractor, names: list[str], request: RuntimeRequest,
     return out
 
 
-def _time(runtimes: list[Runtime], batch: np.ndarray, report: Reporter) -> dict[str, float]:
+def time_runtimes(runtimes: list[Runtime], batch: np.ndarray, report: Reporter) -> dict[str, float]:
     """Images/s of each runtime that agrees with TensorFlow (the first) on ``batch``: one
     warm-up, then ``ROUNDS`` interleaved timed batches, fastest kept."""
     reference = runtimes[0].forward(batch)
