@@ -19,9 +19,9 @@ import numpy as np
 from pipeline.bases.extractor import Extractor
 from pipeline.bases.runtimes.base import (
     BFLOAT16,
+    NEEDS,
     ONNXRUNTIME,
     OPENVINO,
-    RUNTIMES,
     TENSORFLOW,
     Runtime,
     RuntimeRequest,
@@ -150,7 +150,8 @@ def _choices(store: Path) -> dict[str, Any]:
 def _remembered(store: Path, key: str) -> str | None:
     entry = _choices(store).get(key)
     name = entry.get("runtime") if isinstance(entry, dict) else None
-    return name if name in RUNTIMES and name != "auto" and installed(name) else None
+    ok = isinstance(name, str) and name in NEEDS and installed(name)  # a runtime, not auto
+    return name if ok else None
 
 
 def _remember(store: Path, key: str, entry: dict[str, Any]) -> None:
