@@ -66,7 +66,10 @@ def test_runtime_features_agree_with_tensorflow(image_folder, tmp_path, runtime)
 
 @pytest.mark.skipif(not any(_installed(n) for n in CONVERTED), reason="no fast runtime")
 def test_auto_times_once_then_remembers_the_choice(image_folder, tmp_path, runtimes_dir,
-                                                   capsys):
+                                                   capsys, monkeypatch):
+    from pipeline.bases.runtimes import choose
+
+    monkeypatch.setattr(choose, "AUTO_MIN_IMAGES", 1)  # 24 images are worth timing here
     # a batch size no other test uses: this extractor's choice is not remembered yet
     _, first, info = _extract(image_folder, tmp_path / "a", runtime="auto", batch_size=5,
                               quiet=False)
@@ -105,6 +108,16 @@ def test_a_tampered_converted_model_is_converted_again_not_loaded(runtimes_dir, 
     np.testing.assert_allclose(runtime.forward(images), expected, rtol=1e-6)
     sidecar = json.loads(model.with_name(model.name + ".json").read_text())
     assert sidecar["sha256"] == hashlib.sha256(model.read_bytes()).hexdigest()
+
+
+def test_auto_keeps_a_small_first_extraction_in_tensorflow(image_folder, tmp_path,
+                                                           runtimes_dir):
+    # 24 images: a first conversion and timing would cost more than they could save
+    _, _, info = _extract(image_folder, tmp_path / "s", runtime="auto", batch_size=7)
+    assert info.runtime == "tensorflow"
+    choices = runtimes_dir / "choices.json"
+    assert not choices.exists() or all(
+        e["batch_size"] != 7 for e in json.loads(choices.read_text()).values())
 
 
 def test_a_failed_conversion_falls_back_to_tensorflow_with_one_line(

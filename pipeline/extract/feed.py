@@ -3,6 +3,7 @@ the finished batches to the bases' writers."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -67,7 +68,8 @@ def _open_runtime(plan: BasePlan, report: Reporter) -> Forward:
     picks one), its name kept on the plan for the feature set's record."""
     from pipeline.bases.runtimes import open_runtime  # frameworks: loaded only to compute
 
-    runtime = open_runtime(plan.extractor, plan.request, report)
+    request = dataclasses.replace(plan.request, n_images=len(plan.todo))
+    runtime = open_runtime(plan.extractor, request, report)
     plan.runtime = runtime.name
     return runtime.forward
 

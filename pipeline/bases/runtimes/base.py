@@ -46,6 +46,9 @@ class RuntimeRequest:
     #: Folder of converted models and remembered choices; None: the per-machine default
     #: (``~/.cache/pipeline/runtimes``, see ``onnx_store.runtimes_dir``).
     store: Path | None = None
+    #: Images this extraction will run (None: unknown). ``auto`` does not convert and time
+    #: for fewer than ``choose.AUTO_MIN_IMAGES`` unless the choice is already remembered.
+    n_images: int | None = None
 
 
 def missing_modules(name: str) -> list[str]:

@@ -46,6 +46,10 @@ MARGIN = 1.05
 ROUNDS = 3
 #: The timing batch is the extraction's batch size, capped to keep the first run short.
 MAX_TIMING_BATCH = 32
+#: Fewer images than this are not worth a first conversion and timing (tens of seconds; a
+#: faster runtime saves a few milliseconds an image): auto runs them in TensorFlow unless a
+#: choice is already remembered for this extractor on this machine.
+AUTO_MIN_IMAGES = 256
 RUNTIME_PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "onnxruntime", "openvino",
                     "tf2onnx", "onnx")
 CHOICES = "choices.json"
@@ -73,7 +77,8 @@ def choice_key(extractor: Extractor, request: RuntimeRequest) -> tuple[str, dict
 
 
 def choose_runtime(extractor: Extractor, request: RuntimeRequest, report: Reporter) -> Runtime:
-    """The remembered runtime for this extractor on this machine, or the fastest, timed now."""
+    """The remembered runtime for this extractor on this machine, or the fastest, timed now
+    (TensorFlow, untimed, for an extraction too small to repay a first conversion)."""
     if request.precision == BFLOAT16:  # OpenVINO is the only bfloat16 runtime
         return open_named(extractor, OPENVINO, request, report)
     candidates = [name for name in (ONNXRUNTIME, OPENVINO) if installed(name)]
@@ -87,6 +92,8 @@ def choose_runtime(extractor: Extractor, request: RuntimeRequest, report: Report
         if runtime.name == remembered:
             report.line(f"runtime: {remembered} (auto, remembered for this machine)")
             return runtime
+    if request.n_images is not None and request.n_images < AUTO_MIN_IMAGES:
+        return open_named(extractor, TENSORFLOW, request, report)
     start = time.perf_counter()
     runtimes = _open_all(extractor, [TENSORFLOW, *candidates], request, report)
     opened = time.perf_counter() - start
