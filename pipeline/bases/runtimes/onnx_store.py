@@ -38,8 +38,6 @@ RUNTIMES_DIR_ENV = "PIPELINE_RUNTIMES_DIR"
 #: float32 runtimes agree with TensorFlow to about 1e-6 of the feature scale; this is the
 #: bar (relative to the largest reference feature) past which a runtime is not used.
 RTOL_FLOAT32 = 1e-3
-#: bfloat16 differs by a few percent by design; past this it is broken, not rounded.
-RTOL_BFLOAT16 = 0.1
 CONVERTER_PACKAGES = ("tensorflow-cpu", "tensorflow", "keras", "tf2onnx", "onnx")
 
 
