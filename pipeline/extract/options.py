@@ -79,8 +79,8 @@ class ExtractOptions(Options):
 
     runtime: str = option(
         "auto", "What runs the forward pass: auto (the fastest installed runtime, timed once "
-        "per machine and remembered) | tensorflow | onnxruntime | openvino (the last two: "
-        "pip install 'pipeline[fast]'). Results agree within float tolerance.",
+        "per machine and remembered) | tensorflow | onnxruntime | openvino (the last two come "
+        "with the package's fast extra). Results agree within float tolerance.",
         check=_one_of("runtime", RUNTIMES))
     precision: str = option(
         "float32", "Compute precision: float32 | bfloat16 (OpenVINO on a CPU with native "
