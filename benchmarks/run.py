@@ -598,6 +598,9 @@ RUNTIME_CASES = (("efficientnet_lite0", "imagenet", 224, None),
                  ("mobilenet_v2", "none", 224, None))
 #: A re-timed choice may come out this much below TensorFlow from load noise alone.
 RUNTIME_NOISE = 0.95
+#: Interleaved batches per runtime when re-timing a choice (fastest kept): more than auto's
+#: own 3, so one batch disturbed by other load does not decide the check.
+RUNTIME_ROUNDS = 7
 
 
 def auto_choice_vs_tensorflow(base: str, weights: str, size: int, layer: str | None
@@ -615,7 +618,7 @@ def auto_choice_vs_tensorflow(base: str, weights: str, size: int, layer: str | N
     choose_s, chosen = timed(lambda: open_runtime(ex, RuntimeRequest(batch_size=32), report))
     tf = open_named(ex, "tensorflow", RuntimeRequest(), report)
     rates = time_runtimes([tf, chosen] if chosen.name != "tensorflow" else [tf],
-                          random_images(32, size), report)
+                          random_images(32, size), report, rounds=RUNTIME_ROUNDS)
     ratio = rates[chosen.name] / rates["tensorflow"]
     return {"case": f"{base} {size} px" + (f" cut at {layer}" if layer else ""),
             "chosen": chosen.name, "first_choice_s": round(choose_s, 1),

@@ -122,9 +122,10 @@ def _open_all(extractor: Extractor, names: list[str], request: RuntimeRequest,
     return out
 
 
-def time_runtimes(runtimes: list[Runtime], batch: np.ndarray, report: Reporter) -> dict[str, float]:
+def time_runtimes(runtimes: list[Runtime], batch: np.ndarray, report: Reporter,
+                  rounds: int = ROUNDS) -> dict[str, float]:
     """Images/s of each runtime that agrees with TensorFlow (the first) on ``batch``: one
-    warm-up, then ``ROUNDS`` interleaved timed batches, fastest kept."""
+    warm-up, then ``rounds`` interleaved timed batches, fastest kept."""
     reference = runtimes[0].forward(batch)
     agreeing = [runtimes[0]]
     for runtime in runtimes[1:]:
@@ -134,7 +135,7 @@ def time_runtimes(runtimes: list[Runtime], batch: np.ndarray, report: Reporter) 
         else:
             agreeing.append(runtime)
     best = {r.name: float("inf") for r in agreeing}
-    for round_ in range(ROUNDS):
+    for round_ in range(rounds):
         order = agreeing if round_ % 2 == 0 else agreeing[::-1]
         for runtime in order:
             t0 = time.perf_counter()
