@@ -42,7 +42,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-MEASURES = ("throughput", "heads", "cache", "memory", "reads")
+MEASURES = ("throughput", "heads", "cache", "memory", "reads", "runtimes")
 DEFAULT_BASE = "efficientnet_lite0"
 MEMORY_BASE = "mobilenet_v2_0.35"
 
@@ -588,6 +588,93 @@ def measure_reads(ctx: Context) -> list[Result]:
                    real={**rnd, "ratio": round(real["h5_rows_per_s"] / real["npy_rows_per_s"], 3)})]
 
 
+# --------------------------------------------------------------------------- 6. runtimes
+
+#: ``auto`` must never pick a runtime slower than TensorFlow on these (base, weights, size, cut);
+#: weights do not change the speed, so the bases without offline weights run with none.
+RUNTIME_CASES = (("efficientnet_lite0", "imagenet", 224, None),
+                 ("efficientnet_lite0", "imagenet", 300, "block6d_add"),
+                 ("resnet50", "none", 224, None),
+                 ("mobilenet_v2", "none", 224, None))
+#: A re-timed choice may come out this much below TensorFlow from load noise alone.
+RUNTIME_NOISE = 0.95
+#: Interleaved batches per runtime when re-timing a choice (fastest kept): more than auto's
+#: own 3, so one batch disturbed by other load does not decide the check.
+RUNTIME_ROUNDS = 7
+
+
+def auto_choice_vs_tensorflow(base: str, weights: str, size: int, layer: str | None
+                              ) -> dict[str, Any]:
+    """What ``auto`` picks for one case (first time on this machine: converts and times), then
+    the chosen runtime against TensorFlow re-timed side by side on the same random batch."""
+    from pipeline.bases import build_extractor
+    from pipeline.bases.runtimes import RuntimeRequest, open_named, open_runtime
+    from pipeline.bases.runtimes.choose import time_runtimes
+    from pipeline.bases.runtimes.onnx_store import random_images
+    from pipeline.progress import Reporter
+
+    report = Reporter(quiet=True)
+    ex = build_extractor(base, weights=weights, input_size=size, layer=layer)
+    choose_s, chosen = timed(lambda: open_runtime(ex, RuntimeRequest(batch_size=32), report))
+    tf = open_named(ex, "tensorflow", RuntimeRequest(), report)
+    rates = time_runtimes([tf, chosen] if chosen.name != "tensorflow" else [tf],
+                          random_images(32, size), report, rounds=RUNTIME_ROUNDS)
+    ratio = rates[chosen.name] / rates["tensorflow"]
+    return {"case": f"{base} {size} px" + (f" cut at {layer}" if layer else ""),
+            "chosen": chosen.name, "first_choice_s": round(choose_s, 1),
+            "retimed_images_per_s": rates, "ratio": round(ratio, 3)}
+
+
+def copied_subset(ctx: Context) -> Path:
+    """The ELPV subset as real files (the dataset reader refuses symlinks leaving its root)."""
+    from pipeline.data.builtin import elpv_root
+
+    folder = link_class_folder(ctx.tmp / "elpv_subset_files", ctx.rows(), elpv_root())
+    for path in sorted(folder.rglob("*.png")):
+        if path.is_symlink():
+            target = path.resolve()
+            path.unlink()
+            shutil.copyfile(target, path)
+    warm_page_cache(folder)
+    return folder
+
+
+def measure_runtimes(ctx: Context) -> list[Result]:
+    """6. ``extract --runtime auto`` against ``--runtime tensorflow`` (EfficientNet-Lite0,
+    224 px, the ELPV subset, each into a fresh cache), after auto's first run on a machine it
+    has not seen (a fresh runtimes folder); and auto's choice re-timed against TensorFlow on
+    four bases/sizes/cuts."""
+    from pipeline.cache import read_info
+    from pipeline.extract import run_extraction
+
+    os.environ["PIPELINE_RUNTIMES_DIR"] = str(ctx.fresh_dir("runtimes"))
+    folder = copied_subset(ctx)
+    n = sum(1 for _ in folder.rglob("*.png"))
+
+    def way(runtime: str) -> Callable[[], tuple[float, dict[str, Any]]]:
+        def run() -> tuple[float, dict[str, Any]]:
+            seconds, res = timed(lambda: run_extraction(
+                folder, [DEFAULT_BASE], weights="imagenet", runtime=runtime,
+                cache_dir=ctx.fresh_dir(f"cache_runtime_{runtime}"), quiet=True)[0])
+            return seconds, {"ran": read_info(res.path).runtime}
+        return run
+
+    first_s, first = way("auto")()
+    best = best_runs({"auto": way("auto"), "tensorflow": way("tensorflow")}, ctx.sizes.repeats)
+    (t_auto, d_auto, all_auto), (t_tf, _, all_tf) = best["auto"], best["tensorflow"]
+    cases = [auto_choice_vs_tensorflow(*case) for case in RUNTIME_CASES]
+    return [
+        result("extract_auto_vs_tensorflow", t_tf / t_auto, "ratio", ">= 1.2",
+               images=n, base=DEFAULT_BASE, auto_ran=d_auto["ran"],
+               auto_images_per_s=round(n / t_auto, 1), tensorflow_images_per_s=round(n / t_tf, 1),
+               auto_runs_s=[round(t, 2) for t in all_auto],
+               tensorflow_runs_s=[round(t, 2) for t in all_tf],
+               first_auto_run_s=round(first_s, 1), first_auto_ran=first["ran"]),
+        result("auto_never_slower_than_tensorflow", min(c["ratio"] for c in cases), "ratio",
+               f">= {RUNTIME_NOISE}", cases=cases),
+    ]
+
+
 # --------------------------------------------------------------------------- report
 
 RUNNERS: dict[str, Callable[[Context], list[Result]]] = {
@@ -596,6 +683,7 @@ RUNNERS: dict[str, Callable[[Context], list[Result]]] = {
     "cache": measure_cache,
     "memory": measure_memory,
     "reads": measure_reads,
+    "runtimes": measure_runtimes,
 }
 
 

@@ -246,7 +246,7 @@ def test_compression_changes_the_file_not_the_numbers(image_folder, tmp_path):
 EXPERIMENT_EXTRACT = {"weights": "none", "input_size": 64, "layer": "block_3_expand_relu",
                       "pooling": "max", "dtype": "float16", "batch_size": 4,
                       "split": [0.8, 0.1, 0.1], "seed": 3, "elpv_levels": True,
-                      "compression": "gzip"}
+                      "compression": "gzip", "runtime": "onnxruntime", "precision": "float32"}
 
 
 def test_extract_options_take_every_experiment_key():

@@ -81,6 +81,11 @@ class FeatureSetInfo:
     input_size: int | None = None
     preprocessing: str | None = None
     resize: str | None = None
+    #: What ran the forward pass of the rows extracted last (tensorflow | onnxruntime |
+    #: openvino) and in which precision. Not part of the key for float32 (the runtimes agree
+    #: within float tolerance); files from before runtimes existed were TensorFlow's.
+    runtime: str = "tensorflow"
+    precision: str = "float32"
     # keys and splits
     dtype: str | None = None
     options_key: str | None = None

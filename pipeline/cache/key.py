@@ -1,8 +1,9 @@
 """Cache keys: hashes of everything that changes the numbers, and nothing else.
 
 The **options key** covers the extractor (base, weights identity, layer, pooling, input size,
-preprocessing, resize) plus the stored dtype and the format version; it names the file and
-the resumable work folder, together with the **dataset identity** (a hash of the dataset's
+preprocessing, resize) plus the stored dtype, the format version and a compute precision
+other than float32 (not the runtime: float32 runtimes agree within float tolerance); it names
+the file and the resumable work folder, together with the **dataset identity** (a hash of the dataset's
 resolved source path and options), so two folders both called ``data`` never share a file.
 The **content key** adds the sorted content hashes of the images,
 so it changes exactly when the features would. No paths, no mtimes.
@@ -21,9 +22,16 @@ from pipeline.fileio import json_sha256
 # UTF-8), so every existing cache keeps its name.
 
 
-def options_key(extractor_options: dict[str, Any], dtype: str) -> str:
-    return json_sha256({"extractor": extractor_options, "dtype": dtype,
-                    "format_version": FORMAT_VERSION})
+def options_key(extractor_options: dict[str, Any], dtype: str,
+                precision: str = "float32") -> str:
+    """``precision``: the compute precision. float32 runtimes agree within float tolerance,
+    so the runtime is not in the key; bfloat16 changes the numbers by a few percent, so it is
+    (float32 adds nothing: every float32 cache keeps its name)."""
+    key: dict[str, Any] = {"extractor": extractor_options, "dtype": dtype,
+                           "format_version": FORMAT_VERSION}
+    if precision != "float32":
+        key["precision"] = precision
+    return json_sha256(key)
 
 
 def content_key(options: str, sha256s: Iterable[str]) -> str:

@@ -58,6 +58,8 @@ def extract(
         XO.spec("elpv_levels").flag, help=XO.help("elpv_levels"))] = XO.default("elpv_levels"),
     compression: Annotated[str, typer.Option(help=XO.help("compression"))] \
         = XO.default("compression"),
+    runtime: Annotated[str, typer.Option(help=XO.help("runtime"))] = XO.default("runtime"),
+    precision: Annotated[str, typer.Option(help=XO.help("precision"))] = XO.default("precision"),
     cache_dir: CacheDirOpt = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
     # -- the engine (pipeline/engines): flags left unset fall back to $PIPELINE_ENGINE etc.
@@ -81,7 +83,7 @@ def extract(
     options = ExtractOptions.from_mapping(dict(
         weights=weights, input_size=input_size, layer=layer, pooling=pooling, dtype=dtype,
         batch_size=batch_size, split=split, seed=seed, elpv_levels=elpv_levels,
-        compression=compression))
+        compression=compression, runtime=runtime, precision=precision))
     engine_options = EO.from_env(dict(  # the engine
         engine=engine, address=address, work_dir=work_dir, workers=workers,
         gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker))

@@ -3,6 +3,7 @@ the finished batches to the bases' writers."""
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -40,13 +41,12 @@ def feed_missing(samples: Sequence[Sample], plans: Sequence[BasePlan], batch_siz
     start = time.perf_counter()
     order = decode_order(samples, plans)
     if order:
-        from pipeline.bases.forward import forward_fn  # TensorFlow: loaded only to compute
         from pipeline.data.reader import read_batches
 
-        busy = [(p, forward_fn(p.extractor)) for p in plans if p.todo]
+        busy = [(p, _open_runtime(p, report)) for p in plans if p.todo]
         sizes = sorted({p.extractor.input_size for p in plans})
         report.line(f"extracting {len(order)} images with "
-                    f"{', '.join(p.extractor.spec.name for p, _ in busy)}")
+                    f"{', '.join(f'{p.extractor.spec.name} ({p.runtime})' for p, _ in busy)}")
 
         def on_error(j: int, reason: str) -> None:
             run.skipped[samples[order[j]].sha256] = reason
@@ -61,6 +61,17 @@ def feed_missing(samples: Sequence[Sample], plans: Sequence[BasePlan], batch_siz
                 bar.advance(len(index))
     run.seconds = time.perf_counter() - start
     return run
+
+
+def _open_runtime(plan: BasePlan, report: Reporter) -> Forward:
+    """The forward pass of the plan's runtime (TensorFlow, ONNX Runtime or OpenVINO; auto
+    picks one), its name kept on the plan for the feature set's record."""
+    from pipeline.bases.runtimes import open_runtime  # frameworks: loaded only to compute
+
+    request = dataclasses.replace(plan.request, n_images=len(plan.todo))
+    runtime = open_runtime(plan.extractor, request, report)
+    plan.runtime = runtime.name
+    return runtime.forward
 
 
 def _feed(plan: BasePlan, fn: Forward, shas: list[str], ok: np.ndarray,

@@ -13,6 +13,10 @@ from pipeline.errors import PipelineError
 from pipeline.options import Options, option
 
 DTYPES = ("float32", "float16")
+# The runtime names are plain data (pipeline.bases.runtimes imports no framework), copied here
+# so this schema stays free of pipeline.bases' Keras import; tests check they match.
+RUNTIMES = ("auto", "tensorflow", "onnxruntime", "openvino")
+PRECISIONS = ("float32", "bfloat16")
 DEFAULT_BASE = "efficientnet_lite0"
 
 
@@ -72,6 +76,16 @@ class ExtractOptions(Options):
     compression: str = option(
         "auto", "auto (lzf for spatial maps, raw for pooled vectors: fastest to read) | lzf | "
         "gzip | none.", check=_one_of("compression", COMPRESSIONS))
+
+    runtime: str = option(
+        "auto", "What runs the forward pass: auto (the fastest installed runtime, timed once "
+        "per machine and remembered) | tensorflow | onnxruntime | openvino (the last two come "
+        "with the package's fast extra). Results agree within float tolerance.",
+        check=_one_of("runtime", RUNTIMES))
+    precision: str = option(
+        "float32", "Compute precision: float32 | bfloat16 (OpenVINO on a CPU with native "
+        "bfloat16; features differ by a few percent, so it has its own cache key).",
+        check=_one_of("precision", PRECISIONS))
 
     @classmethod
     def resolve(cls, options: ExtractOptions | None = None, **kwargs: Any) -> ExtractOptions:

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pipeline.bases import Extractor, build_extractor, get_base
+from pipeline.bases.runtimes import TENSORFLOW, RuntimeRequest, check_request
 from pipeline.bases.weights import parse_weights
 from pipeline.cache.info import ExtractionStats, FeatureSetInfo
 from pipeline.cache.key import (
@@ -35,6 +36,9 @@ class BasePlan:
     extractor: Extractor
     options_key: str
     writer: FeatureSetWriter
+    #: The runtime asked for, and the one that ran (set when the feed opens it).
+    request: RuntimeRequest = field(default_factory=RuntimeRequest)
+    runtime: str = TENSORFLOW
     hit: bool = False
     #: Content hashes this base has no features for yet.
     todo: set[str] = field(default_factory=set)
@@ -71,6 +75,11 @@ def check_bases(bases: Sequence[str]) -> list[str]:
     return bases
 
 
+def check_runtime(options: ExtractOptions) -> None:
+    """A precision the runtime or this CPU cannot run, refused before any dataset is hashed."""
+    check_request(options.runtime, options.precision)
+
+
 def plan_bases(dataset: Dataset, bases: Sequence[str], options: ExtractOptions,
                ctx: Context) -> list[BasePlan]:
     """Build each base's extractor and the writer of its feature set."""
@@ -80,11 +89,13 @@ def plan_bases(dataset: Dataset, bases: Sequence[str], options: ExtractOptions,
     for name in bases:
         ex = build_extractor(name, weights=weights, input_size=options.input_size,
                              layer=options.layer, pooling=options.pooling)
-        okey = options_key(ex.key_options(), options.dtype)
+        okey = options_key(ex.key_options(), options.dtype, options.precision)
         path = ctx.cache_dir / cache_file_name(dataset.name, ex.spec.name, okey, identity)
         writer = FeatureSetWriter(path, feature_shape=ex.feature_shape, dtype=options.dtype,
                                   compression=options.compression, report=ctx.report)
-        plans.append(BasePlan(ex, okey, writer))
+        request = RuntimeRequest(runtime=options.runtime, precision=options.precision,
+                                 batch_size=options.batch_size)
+        plans.append(BasePlan(ex, okey, writer, request))
     return plans
 
 
@@ -106,6 +117,7 @@ def feature_set_info(plan: BasePlan, ds: Dataset, rows: Sequence[Sample], digest
         class_names=list(ds.class_names), dataset=ds.name, dataset_source=ds.source,
         dataset_root=str(ds.root), dataset_options=dict(ds.options),
         dataset_identity=dataset_identity(ds.source, ds.options), dtype=options.dtype,
+        runtime=plan.runtime, precision=options.precision,
         options_key=plan.options_key, key=content_key(plan.options_key, (s.sha256 for s in rows)),
         samples_digest=digest, split_fractions=list(options.split), split_seed=options.seed,
         split_origin=dict(ds.split_origin),
@@ -116,7 +128,8 @@ def feature_set_info(plan: BasePlan, ds: Dataset, rows: Sequence[Sample], digest
 
 def versions() -> dict[str, str]:
     out = {}
-    for pkg in ("pipeline", "tensorflow-cpu", "tensorflow", "keras", "numpy", "h5py"):
+    for pkg in ("pipeline", "tensorflow-cpu", "tensorflow", "keras", "numpy", "h5py",
+                "onnxruntime", "openvino", "tf2onnx"):
         with contextlib.suppress(importlib.metadata.PackageNotFoundError):
             out[pkg] = importlib.metadata.version(pkg)
     return out

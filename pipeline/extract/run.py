@@ -20,6 +20,7 @@ from pipeline.extract.options import DEFAULT_BASE, ExtractOptions
 from pipeline.extract.plan import (
     BasePlan,
     check_bases,
+    check_runtime,
     feature_set_info,
     plan_bases,
     samples_digest,
@@ -57,6 +58,7 @@ def run_extraction(data: str | Path, bases: Sequence[str] = (DEFAULT_BASE,),
     engine = engine or EngineOptions.from_env()
     ctx = ctx or Context.create(cache_dir=cache_dir, quiet=quiet)
     bases = check_bases(bases)
+    check_runtime(options)
     dataset = load_dataset(data, split=options.split, seed=options.seed,
                            elpv_levels=options.elpv_levels)
     announce(dataset, ctx.report)

@@ -27,7 +27,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import tempfile
 import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -35,6 +34,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.bases.runtimes.convert import DEFAULT_OPSET, keras_to_onnx
+from pipeline.bases.runtimes.convert import graph_inputs as _graph_inputs
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_path
 
@@ -46,8 +47,6 @@ IMAGE = "image"
 PIXELS = "pixels"  # float32 images at the base's input size, inside the graph
 FEATURES = "features"
 PROBABILITIES = "probabilities"
-#: Opset of the default domain: tf2onnx 1.17 converts up to 18, onnxruntime runs far newer.
-DEFAULT_OPSET = 17
 #: The issue's bar: probabilities within ATOL on all but (1 - MIN_AGREEMENT) of the rows,
 #: and the same predicted class on at least MIN_AGREEMENT of them.
 ATOL = 1e-4
@@ -85,71 +84,11 @@ def _flattened(feature_model: keras.Model, raw: bool) -> keras.Model:
 
 
 def _keras_to_onnx(model: keras.Model, spec: Any, opset: int) -> onnx.ModelProto:
-    """Keras' own ONNX export; ``tf2onnx.convert.from_function`` where Keras lacks it."""
-    onnx = _require("onnx")
+    """Keras' own ONNX export, tf2onnx where Keras lacks it (:mod:`pipeline.bases.runtimes.
+    convert`, shared with the extraction runtimes)."""
+    _require("onnx")
     _require("tf2onnx")
-    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
-        # Keras' tf2onnx patch for numpy 2 touches np.object, which warns.
-        warnings.simplefilter("ignore", FutureWarning)
-        path = Path(tmp) / "model.onnx"
-        try:
-            model.export(str(path), format="onnx", input_signature=[spec],
-                         opset_version=opset, verbose=False)
-        except (ValueError, TypeError) as e:
-            # Keras < 3.8 has no format="onnx" (ValueError); before ~3.12 export_onnx takes no
-            # opset_version (TypeError). tf2onnx directly does the same conversion.
-            try:
-                return _tf2onnx_from_function(model, spec, opset)
-            except Exception as fallback:
-                raise fallback from e
-        proto = onnx.load(str(path))
-        if len(_graph_inputs(proto.graph)) > 1:
-            # Tensors a layer made outside its call (e.g. Normalization(mean=...)) come out
-            # as extra graph inputs; the fallback turns them back into constants.
-            return _tf2onnx_from_function(model, spec, opset)
-        return proto
-
-
-def _tf2onnx_from_function(model: keras.Model, spec: Any, opset: int) -> onnx.ModelProto:
-    """The fallback: a ``tf.function`` with an input signature through tf2onnx."""
-    import tensorflow as tf
-    import tf2onnx
-
-    with contextlib.suppress(ImportError):  # Keras' numpy-2 fixes for tf2onnx, if it has them
-        from keras.src.export.tf2onnx_lib import patch_tf2onnx
-
-        patch_tf2onnx()
-
-    @tf.function(input_signature=[spec])
-    def forward(x: Any) -> Any:
-        return model(x, training=False)
-
-    proto, _ = tf2onnx.convert.from_function(forward, input_signature=[spec], opset=opset)
-    _bake_captured_tensors(proto, forward.get_concrete_function())
-    return proto
-
-
-def _bake_captured_tensors(proto: onnx.ModelProto, concrete: Any) -> None:
-    """Captured (non-variable) tensors that tf2onnx left as graph inputs become initializers
-    holding their values (variables it already froze)."""
-    from onnx import numpy_helper
-
-    graph = proto.graph
-    loose = {value.name for value in _graph_inputs(graph)}
-    baked = set()
-    for outer, inner in concrete.graph.captures:
-        if inner.name in loose and outer.dtype.name != "resource":
-            graph.initializer.append(numpy_helper.from_array(np.asarray(outer), inner.name))
-            baked.add(inner.name)
-    kept = [value for value in graph.input if value.name not in baked]
-    del graph.input[:]
-    graph.input.extend(kept)
-
-
-def _graph_inputs(graph: Any) -> list[Any]:
-    """The inputs a caller must feed (initializers may be listed as inputs too)."""
-    constants = {t.name for t in graph.initializer}
-    return [value for value in graph.input if value.name not in constants]
+    return keras_to_onnx(model, spec, opset)
 
 
 def _name_io(model: onnx.ModelProto, inp: str, out: str, dims: tuple) -> onnx.ModelProto:
