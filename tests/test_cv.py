@@ -21,6 +21,20 @@ def _record(run):
     return RunRecord.read(run.run_dir), RunMetrics.read(run.run_dir)
 
 
+def _log_fits(monkeypatch, cls, what):
+    """Every ``cls.fit`` call appends ``what(head, y, y_val)`` (after the fit) to the list
+    returned."""
+    log, orig = [], cls.fit
+
+    def fit(self, x, y, x_val=None, y_val=None):
+        out = orig(self, x, y, x_val, y_val)
+        log.append(what(self, y, y_val))
+        return out
+
+    monkeypatch.setattr(cls, "fit", fit)
+    return log
+
+
 # -- the whole path through the CLI, on a 40-image folder -----------------------------------
 
 
@@ -80,14 +94,7 @@ def test_bad_cv_values_are_refused_before_any_work(value):
 def test_cv_selects_on_the_fold_mean_and_refits_on_train_and_validation(tmp_path, monkeypatch):
     from pipeline.heads.sklearn_heads import LogRegHead
 
-    sizes = []
-    orig = LogRegHead.fit
-
-    def spy(self, x, y, x_val=None, y_val=None):
-        sizes.append(len(y))
-        return orig(self, x, y, x_val, y_val)
-
-    monkeypatch.setattr(LogRegHead, "fit", spy)
+    sizes = _log_fits(monkeypatch, LogRegHead, lambda head, y, y_val: len(y))
     cache = make_cache(tmp_path / "c.h5", n=100, sep=1.0)  # 60 train + 20 validation
     result = fit_heads(cache, [make_grid("logreg", {"C": [0.001, 1.0]})], cv=4, jobs=1,
                        reports_dir=tmp_path / "r", quiet=True)
@@ -137,16 +144,8 @@ def test_dense_heads_stop_early_inside_each_fold_and_refit_for_the_median(tmp_pa
                                                                           monkeypatch):
     from pipeline.heads.keras_heads import KerasDenseHead
 
-    fits = []
-    orig = KerasDenseHead.fit
-
-    def spy(self, x, y, x_val=None, y_val=None):
-        out = orig(self, x, y, x_val, y_val)
-        fits.append((len(y), None if y_val is None else len(y_val), self.params["epochs"],
-                     self.best_epoch))
-        return out
-
-    monkeypatch.setattr(KerasDenseHead, "fit", spy)
+    fits = _log_fits(monkeypatch, KerasDenseHead, lambda head, y, y_val: (
+        len(y), None if y_val is None else len(y_val), head.params["epochs"], head.best_epoch))
     cache = make_cache(tmp_path / "c.h5", n=50, d=4)  # 30 train + 10 validation
     result = fit_heads(cache, [make_grid("dense", {"epochs": [6], "patience": [2]})], cv=4,
                        save=False, quiet=True)
@@ -231,3 +230,11 @@ def test_leaderboard_does_not_tie_a_clearly_worse_run(tmp_path):
     ranks = {r["head"]: r["rank"] for r in leaderboard(reports)}
     assert sorted(ranks.values()) == ["1", "2"]
 
+
+
+def test_experiment_fit_table_takes_cv():
+    from pipeline.experiment import parse_experiment
+
+    assert parse_experiment({"data": "x", "fit": {"cv": 5}}).fit.cv_folds == 5
+    with pytest.raises(PipelineError, match=r"\[fit\]: cv = 1"):
+        parse_experiment({"data": "x", "fit": {"cv": 1}})
