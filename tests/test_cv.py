@@ -238,3 +238,19 @@ def test_experiment_fit_table_takes_cv():
     assert parse_experiment({"data": "x", "fit": {"cv": 5}}).fit.cv_folds == 5
     with pytest.raises(PipelineError, match=r"\[fit\]: cv = 1"):
         parse_experiment({"data": "x", "fit": {"cv": 1}})
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_each_resample_is_scored_as_classification_metrics_scores_it(k):
+    from pipeline.heads.metrics import CI_METRICS, resample_indices, resampled_metrics
+
+    y, p = _predictions(120, k=k, seed=k)
+    p = np.round(p, 1)  # tied scores, as ROC-AUC must handle
+    p /= p.sum(axis=1, keepdims=True)
+    idx = resample_indices(len(y), 20, seed=1)
+    fast = resampled_metrics(y, p, idx)
+    for j in range(len(idx)):
+        slow = classification_metrics(y[idx[j]], p[idx[j]])
+        for m in CI_METRICS:
+            want = np.nan if slow[m] is None else slow[m]
+            np.testing.assert_allclose(fast[m][j], want, atol=1e-12, err_msg=m)

@@ -83,16 +83,25 @@ def _prepared(y_true: np.ndarray, proba: np.ndarray) -> tuple[np.ndarray, np.nda
     return y, np.argmax(proba, axis=1), clipped
 
 
-def _auc_rows(scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
-    """ROC-AUC of each row (Mann-Whitney with average ranks for ties); NaN where a row has
-    only one class."""
-    from scipy.stats import rankdata
+def _counts(idx: np.ndarray, n: int) -> np.ndarray:
+    """``(resamples, n)``: how often each row is drawn in each resample."""
+    offsets = (np.arange(len(idx)) * n)[:, None]
+    return np.bincount((idx + offsets).ravel(), minlength=len(idx) * n).reshape(len(idx), n)
 
-    ranks = rankdata(scores, axis=1)
-    n_pos = positive.sum(axis=1)
-    n_neg = positive.shape[1] - n_pos
+
+def _auc_rows(counts: np.ndarray, scores: np.ndarray, positive: np.ndarray) -> np.ndarray:
+    """ROC-AUC of each resample (Mann-Whitney, ties count one half) from the row counts, in
+    one pass over the rows sorted by score; NaN where a resample has only one class."""
+    order = np.argsort(scores, kind="stable")
+    s = scores[order]
+    starts = np.flatnonzero(np.r_[True, s[1:] != s[:-1]])  # tie groups of equal scores
+    c = counts[:, order]
+    pos = np.add.reduceat(c * positive[order], starts, axis=1)
+    neg = np.add.reduceat(c, starts, axis=1) - pos
+    below = np.cumsum(neg, axis=1) - neg
+    n_pos, n_neg = pos.sum(axis=1), neg.sum(axis=1)
     with np.errstate(divide="ignore", invalid="ignore"):
-        auc = ((ranks * positive).sum(axis=1) - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+        auc = (pos * (below + 0.5 * neg)).sum(axis=1) / (n_pos * n_neg)
     return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
 
 
@@ -101,25 +110,27 @@ def resampled_metrics(y_true: np.ndarray, proba: np.ndarray, idx: np.ndarray,
     """Each metric on each resample: ``idx`` is ``(resamples, n)`` row indices. The same
     definitions as :func:`classification_metrics` (NaN where a metric is undefined)."""
     y, pred, clipped = _prepared(y_true, proba)
-    n_classes = clipped.shape[1]
-    yb, pb = y[idx], pred[idx]
+    n, n_classes = clipped.shape
+    counts = _counts(idx, n).astype(np.float64)
+    size = counts.sum(axis=1)
+    correct = (y == pred).astype(np.float64)
     out: dict[str, np.ndarray] = {}
     if "accuracy" in metrics:
-        out["accuracy"] = np.mean(yb == pb, axis=1)
+        out["accuracy"] = counts @ correct / size
     if "log_loss" in metrics:
-        out["log_loss"] = -np.log(clipped[np.arange(len(y)), y])[idx].mean(axis=1)
+        out["log_loss"] = counts @ -np.log(clipped[np.arange(n), y]) / size
     recalls, f1s, aucs = [], [], []
     for k in range(n_classes):
-        is_k, pred_k = yb == k, pb == k
-        tp = np.sum(is_k & pred_k, axis=1)
-        n_k, fp = is_k.sum(axis=1), np.sum(~is_k & pred_k, axis=1)
+        is_k = y == k
+        tp = counts @ (correct * is_k)
+        n_k, fp = counts @ is_k.astype(np.float64), counts @ ((pred == k) & ~is_k).astype(float)
         with np.errstate(divide="ignore", invalid="ignore"):
             recalls.append(np.where(n_k > 0, tp / n_k, np.nan))
-            denom = 2 * tp + fp + (n_k - tp)
-            f1s.append(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0))
+        denom = 2 * tp + fp + (n_k - tp)
+        f1s.append(np.where(denom > 0, 2 * tp / np.maximum(denom, 1), 0.0))
         if "roc_auc" in metrics and (n_classes > 2 or k == 1):
             scores = (proba if n_classes == 2 else clipped)[:, k]
-            aucs.append(_auc_rows(np.asarray(scores, dtype=np.float64)[idx], is_k))
+            aucs.append(_auc_rows(counts, np.asarray(scores, dtype=np.float64), is_k))
     if "balanced_accuracy" in metrics:
         # Mean recall over the classes present in each resample (as _balanced_accuracy).
         r = np.stack(recalls)

@@ -230,10 +230,21 @@ class ChosenRun:
     predictions: dict[str, SplitPredictions] = field(default_factory=dict, repr=False)
     #: Chosen by cross-validation: the candidate's ``cv`` (``validation`` holds fold means).
     cv: dict[str, Any] | None = None
-    #: 95% bootstrap intervals of the test metrics: ``{metric: [low, high]}``.
-    test_ci: dict[str, list[float]] | None = None
     #: Refitted on train+validation before the test (always so under cross-validation).
     refit: bool = False
+    #: Seed of the bootstrap behind :attr:`test_ci`.
+    seed: int = 0
+    _test_ci: dict[str, list[float]] | None = field(default=None, repr=False)
+
+    @property
+    def test_ci(self) -> dict[str, list[float]] | None:
+        """95% percentile-bootstrap intervals of the test metrics, ``{metric: [low, high]}``
+        (computed from the test predictions when first asked for: saving a run does, a sweep
+        that is not saved pays nothing)."""
+        if self._test_ci is None and "test" in self.predictions:
+            p = self.predictions["test"]
+            self._test_ci = bootstrap_ci(p.labels, p.proba, seed=self.seed)
+        return self._test_ci or None
 
     @property
     def cache_index(self) -> int:
@@ -396,8 +407,7 @@ def _test(d: Split, c: Candidate, options: FitOptions, *, best: bool) -> ChosenR
     return ChosenRun(run_id="", run_dir=None, cache=d.path, dataset=d.dataset, base=d.base,
                      config=c.config, validation=validation, test=test, best_overall=best,
                      head=head, candidate=c, predictions=predictions, cv=c.cv,
-                     test_ci=bootstrap_ci(d.y["test"], proba, seed=options.seed),
-                     refit="refit_seconds" in test_extra)
+                     refit="refit_seconds" in test_extra, seed=options.seed)
 
 
 def _final_head(d: Split, c: Candidate, options: FitOptions) -> tuple[Head, dict[str, Any]]:
