@@ -327,6 +327,11 @@ def run_sweep(caches: str | os.PathLike | Iterable[str | os.PathLike], heads: He
     else:
         _fit_all(data, candidates, options, report)
     runs = _select_and_test(data, candidates, options)
+    for r in runs:
+        if r.cv is not None and r.cv["mean"] is not None:
+            report.line(f"{r.dataset}/{r.base} {r.config.label}: {r.cv['folds']}-fold cv "
+                        f"{r.cv['metric']} {r.cv['mean']:.4f} +/- {r.cv['std']:.4f} (folds: "
+                        f"{', '.join('-' if v is None else f'{v:.3f}' for v in r.cv['scores'])})")
     return SweepResult(metric=options.metric, candidates=candidates, runs=runs,
                        reports_dir=None, refit=options.refit or any(folds), splits=data)
 
