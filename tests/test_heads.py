@@ -194,7 +194,7 @@ def cheat_cache(tmp_path):
 
 def test_selection_uses_validation_and_tests_only_the_chosen(cheat_cache, tmp_path):
     result = fit_heads([cheat_cache], [make_grid("cheat", {"good_on": ["test", "validation"]})],
-                       jobs=1, reports_dir=tmp_path / "reports", quiet=True)
+                       jobs=1, reports_dir=tmp_path / "reports", quiet=True, cv=0)
     (run,) = result.runs
     assert run.config.params["good_on"] == "validation"  # the validation-best ...
     assert run.validation["accuracy"] == 1.0
@@ -220,7 +220,7 @@ def test_refit_trains_on_train_and_validation_before_testing(tmp_path, monkeypat
     monkeypatch.setattr(LogRegHead, "fit", spy)
     cache = make_cache(tmp_path / "c.h5", n=200)
     result = fit_heads(cache, [make_grid("logreg", {"C": [0.1, 1.0]})], refit=True, jobs=1,
-                       reports_dir=tmp_path / "r", quiet=True)
+                       reports_dir=tmp_path / "r", quiet=True, cv=0)
     assert sizes == [120, 120, 160]  # two train-only fits, then one refit on train+validation
     cfg = json.loads((result.best.run_dir / "config.json").read_text())
     assert cfg["selection"]["refit"] is True

@@ -217,6 +217,13 @@ def test_run_record_round_trip(one_run, tmp_path):
     metrics = RunMetrics.read(run_dir)
     metrics.write(tmp_path)
     assert RunMetrics.read(tmp_path) == metrics and "test" in metrics.to_dict()
+    # Validation of 30 rows per class: chosen by 5-fold CV (cv=auto), with test intervals.
+    assert record.selection.on == "cv" and metrics.cv["folds"] == 5
+    assert set(metrics.test_ci) >= {"balanced_accuracy", "accuracy", "log_loss"}
+    # A metrics.json from before cv and intervals reads and writes back without them.
+    old = {k: v for k, v in metrics.to_dict().items() if k not in ("cv", "test_ci")}
+    assert RunMetrics.from_dict(old).cv is None
+    assert RunMetrics.from_dict(old).to_dict() == old
 
 
 def _version1_config(record) -> dict:
@@ -367,7 +374,7 @@ def test_fit_head_flags_come_from_the_options_schema():
 
     command = typer.main.get_command(app).commands["fit-head"]
     params = {p.name: p for p in command.params}
-    for name in ("metric", "refit", "jobs", "seed"):
+    for name in ("metric", "refit", "jobs", "seed", "cv"):
         assert params[name].help == FitOptions.help(name), name
         assert params[name].default == FitOptions.default(name), name
     assert params["class_weight"].help == FitOptions.help("class_weight")

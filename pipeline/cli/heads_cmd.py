@@ -127,6 +127,8 @@ def fit_head(
     jobs: int = typer.Option(FitOptions.default("jobs"), "--jobs", "-j",
                              help=FitOptions.help("jobs")),
     seed: int = typer.Option(FitOptions.default("seed"), help=FitOptions.help("seed")),
+    cv: str = typer.Option(str(FitOptions.default("cv")), "--cv", metavar="auto|0|K",
+                           help=FitOptions.help("cv")),
     reports_dir: Path = typer.Option(None, "--reports-dir", help="Where run folders go "
                                      "(default: $PIPELINE_REPORTS_DIR or ./reports)."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Where cache names are looked "
@@ -144,7 +146,8 @@ def fit_head(
     grids = parse_head_args(tokens) if head else None
     result = fit_heads(caches, grids, metric=metric, refit=refit,
                        class_weight="balanced" if class_weight else "none", jobs=jobs,
-                       seed=seed, reports_dir=reports_dir, cache_dir=cache_dir, quiet=quiet)
+                       seed=seed, cv=cv, reports_dir=reports_dir, cache_dir=cache_dir,
+                       quiet=quiet)
     _print_sweep(result)
 
 

@@ -101,7 +101,9 @@ def _best(reports: Path, head_runs_only: bool, report: Reporter) -> Path:
         raise PipelineError(f"no {what} under {reports}; fit heads first "
                             "(`pipeline fit-head CACHE`) or set --reports-dir")
     best = rows[0]
-    report.line(f"best -> #{best[ROW]} {best['run_id']} ({best['config']}, validation "
+    # The validation column of a run chosen by cross-validation holds its fold mean.
+    on = f"{best['cv_folds']}-fold cv" if best.get("cv_folds") else "validation"
+    report.line(f"best -> #{best[ROW]} {best['run_id']} ({best['config']}, {on} "
                 f"{sort_column(None).removeprefix('val_')} {_num(best.get(sort_column(None)))})")
     if skipped:
         report.line(f"skipped {len(skipped)} better run(s): {'; '.join(skipped)}")

@@ -16,6 +16,29 @@ def _check_metric(metric: str) -> str | None:
     return None
 
 
+def _check_cv(cv: int | str) -> str | None:
+    if parse_cv(cv) is _BAD:
+        return "expected auto, 0 (off) or a number of folds of at least 2"
+    return None
+
+
+_BAD = object()
+
+
+def parse_cv(cv: int | str) -> int | None | object:
+    """``None`` for "auto", ``0`` for off, else the number of folds (``_BAD`` if neither)."""
+    if isinstance(cv, str):
+        text = cv.strip().lower()
+        if text == "auto":
+            return None
+        if text in ("off", "none", "no"):
+            return 0
+        if not text.isdigit():
+            return _BAD
+        cv = int(text)
+    return cv if cv == 0 or cv >= 2 else _BAD
+
+
 def _check_jobs(jobs: int | None) -> str | None:
     if jobs is not None and (jobs == 0 or jobs < -1):
         return "expected a positive number of workers or -1 (all)"
@@ -38,6 +61,21 @@ class FitOptions(Options):
     jobs: int | None = option(None, "Parallel workers for scikit-learn heads (default: all "
                               "cores; -1 = all).", check=_check_jobs)
     seed: int = option(0, "Random seed of every head.")
+    cv: int | str = option("auto", "Choose each head's configuration by stratified K-fold "
+                           "cross-validation on train+validation, then refit it on both and "
+                           "test once: a number of folds, 0 = off (choose on validation), "
+                           "auto = 5 folds when validation has fewer than 50 samples of a "
+                           "class.", check=_check_cv)
+
+    def validate(self) -> None:
+        folds = self.cv_folds
+        # One spelling per meaning: "5" (a flag's text) is 5, "off" is 0.
+        object.__setattr__(self, "cv", "auto" if folds is None else folds)
+
+    @property
+    def cv_folds(self) -> int | None:
+        """The number of folds asked for: ``None`` = auto, ``0`` = off."""
+        return parse_cv(self.cv)  # type: ignore[return-value]
 
     @property
     def balanced(self) -> bool:

@@ -16,6 +16,11 @@ Protocol (what :func:`run_sweep` guarantees):
 5. The result (:class:`SweepResult`) is returned; nothing is written here. The runs layer
    (:func:`pipeline.runs.fit_heads`) turns each chosen configuration into a run folder and
    refreshes the leaderboard.
+6. Under cross-validation (``FitOptions.cv``; by default when validation holds fewer than 50
+   rows of a class) steps 2-4 become: every configuration is scored by stratified K-fold CV on
+   train+validation (the folds run through the same fitting path), the best mean wins, and the
+   chosen configuration is refitted on train+validation before its one test
+   (:mod:`pipeline.heads.cv`).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from pipeline.context import Context
 from pipeline.errors import PipelineError
 from pipeline.fileio import text_sha256
 from pipeline.heads.grid import HeadConfig, HeadGrid, expand_grids, make_grid
-from pipeline.heads.metrics import classification_metrics, score_key
+from pipeline.heads.metrics import bootstrap_ci, classification_metrics, score_key
 from pipeline.heads.options import FitOptions
 from pipeline.heads.registry import get_head_spec
 from pipeline.heads.spec import Head
@@ -169,8 +174,14 @@ class Candidate:
     predict_seconds: float = math.nan
     error: str | None = None
     head: Head | None = field(default=None, repr=False)
-    #: The validation probabilities the score was computed from.
+    #: The validation probabilities the score was computed from (under cross-validation:
+    #: the out-of-fold probabilities of the validation rows).
     proba: np.ndarray | None = field(default=None, repr=False)
+    #: Under cross-validation (:mod:`pipeline.heads.cv`): ``{"folds", "metric", "mean",
+    #: "std", "scores"}``; ``validation`` then holds the means over the folds.
+    cv: dict[str, Any] | None = None
+    #: Under cross-validation: the parameters the refit on train+validation uses.
+    refit_params: dict[str, Any] | None = None
 
     def record(self, out: dict[str, Any]) -> None:
         """Take the outcome of a fit (a worker's dict)."""
@@ -217,6 +228,23 @@ class ChosenRun:
     candidate: Candidate | None = field(default=None, repr=False)
     #: ``validation`` (of the train-only fit the choice saw) and ``test`` predictions.
     predictions: dict[str, SplitPredictions] = field(default_factory=dict, repr=False)
+    #: Chosen by cross-validation: the candidate's ``cv`` (``validation`` holds fold means).
+    cv: dict[str, Any] | None = None
+    #: Refitted on train+validation before the test (always so under cross-validation).
+    refit: bool = False
+    #: Seed of the bootstrap behind :attr:`test_ci`.
+    seed: int = 0
+    _test_ci: dict[str, list[float]] | None = field(default=None, repr=False)
+
+    @property
+    def test_ci(self) -> dict[str, list[float]] | None:
+        """95% percentile-bootstrap intervals of the test metrics, ``{metric: [low, high]}``
+        (computed from the test predictions when first asked for: saving a run does, a sweep
+        that is not saved pays nothing)."""
+        if self._test_ci is None and "test" in self.predictions:
+            p = self.predictions["test"]
+            self._test_ci = bootstrap_ci(p.labels, p.proba, seed=self.seed)
+        return self._test_ci or None
 
     @property
     def cache_index(self) -> int:
@@ -293,10 +321,19 @@ def run_sweep(caches: str | os.PathLike | Iterable[str | os.PathLike], heads: He
     cache_dir = ctx.cache_dir if ctx is not None else None
     data = [prepare(load_feature_set(p)) for p in resolve_caches(caches, cache_dir)]
     candidates = [Candidate(i, c) for i in range(len(data)) for c in configs]
-    _fit_all(data, candidates, options, report)
+    folds = _plan_cv(data, options, report)
+    if any(folds):
+        _fit_cv(data, candidates, folds, options, report)
+    else:
+        _fit_all(data, candidates, options, report)
     runs = _select_and_test(data, candidates, options)
+    for r in runs:
+        if r.cv is not None and r.cv["mean"] is not None:
+            report.line(f"{r.dataset}/{r.base} {r.config.label}: {r.cv['folds']}-fold cv "
+                        f"{r.cv['metric']} {r.cv['mean']:.4f} +/- {r.cv['std']:.4f} (folds: "
+                        f"{', '.join('-' if v is None else f'{v:.3f}' for v in r.cv['scores'])})")
     return SweepResult(metric=options.metric, candidates=candidates, runs=runs,
-                       reports_dir=None, refit=options.refit, splits=data)
+                       reports_dir=None, refit=options.refit or any(folds), splits=data)
 
 
 def _fit_all(data: list[Split], candidates: list[Candidate], options: FitOptions,
@@ -358,19 +395,12 @@ def _select_and_test(data: list[Split], candidates: list[Candidate],
 
 
 def _test(d: Split, c: Candidate, options: FitOptions, *, best: bool) -> ChosenRun:
-    """Refit (if asked) and evaluate one chosen candidate on the test split, once."""
-    head = c.head
-    assert head is not None and c.validation is not None
+    """Refit (if asked, and always under cross-validation) and evaluate one chosen candidate
+    on the test split, once."""
+    assert c.validation is not None
     validation = dict(c.validation, fit_seconds=c.fit_seconds,
                       predict_seconds=c.predict_seconds)
-    test_extra: dict[str, Any] = {}
-    if options.refit:
-        spec = get_head_spec(c.config.kind)
-        head = spec.make(head.refit_params(), n_classes=len(d.class_names), seed=options.seed)
-        t0 = time.perf_counter()
-        head.fit(np.concatenate([d.x["train"], d.x["validation"]]),
-                 np.concatenate([d.y["train"], d.y["validation"]]))
-        test_extra["refit_seconds"] = time.perf_counter() - t0
+    head, test_extra = _final_head(d, c, options)
     t0 = time.perf_counter()
     proba = head.predict_proba(d.x["test"])  # the only place test rows are predicted
     test = dict(classification_metrics(d.y["test"], proba),
@@ -381,4 +411,52 @@ def _test(d: Split, c: Candidate, options: FitOptions, *, best: bool) -> ChosenR
                    "test": SplitPredictions(d.ids["test"], d.y["test"], proba)}
     return ChosenRun(run_id="", run_dir=None, cache=d.path, dataset=d.dataset, base=d.base,
                      config=c.config, validation=validation, test=test, best_overall=best,
-                     head=head, candidate=c, predictions=predictions)
+                     head=head, candidate=c, predictions=predictions, cv=c.cv,
+                     refit="refit_seconds" in test_extra, seed=options.seed)
+
+
+def _final_head(d: Split, c: Candidate, options: FitOptions) -> tuple[Head, dict[str, Any]]:
+    """The head the test sees: the train-only fit, or a refit on train+validation (with the
+    epochs early stopping chose on validation, or the folds' median under CV)."""
+    if c.cv is None and not options.refit:
+        assert c.head is not None
+        return c.head, {}
+    if c.cv is not None:
+        params = c.refit_params or c.config.params
+    else:
+        assert c.head is not None
+        params = c.head.refit_params()
+    head = get_head_spec(c.config.kind).make(params, n_classes=len(d.class_names),
+                                             seed=options.seed)
+    t0 = time.perf_counter()
+    head.fit(np.concatenate([d.x["train"], d.x["validation"]]),
+             np.concatenate([d.y["train"], d.y["validation"]]))
+    return head, {"refit_seconds": time.perf_counter() - t0}
+
+
+def _plan_cv(data: list[Split], options: FitOptions, report: Reporter) -> list[int]:
+    """Per cache, the cross-validation folds (0: select on validation), each said in a line."""
+    from pipeline.heads.cv import choose_folds
+
+    folds = []
+    for d in data:
+        k, line = choose_folds(d, options.cv_folds)
+        if line:
+            report.line(line)
+        folds.append(k)
+    return folds
+
+
+def _fit_cv(data: list[Split], candidates: list[Candidate], folds: list[int],
+            options: FitOptions, report: Reporter) -> None:
+    """Cross-validate the candidates of caches with folds; fit the others on train."""
+    from pipeline.heads.cv import cross_validate
+
+    def fit_all(stand_ins: list[Split], cands: list[Candidate]) -> None:
+        _fit_all(stand_ins, cands, options, report)
+
+    cv = [c for c in candidates if folds[c.cache_index]]
+    cross_validate(data, cv, folds, options.metric, options.seed, fit_all)
+    plain = [c for c in candidates if not folds[c.cache_index]]
+    if plain:
+        _fit_all(data, plain, options, report)

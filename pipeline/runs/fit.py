@@ -22,6 +22,7 @@ def fit_heads(
     class_weight: str | None = None,
     jobs: int | None = None,
     seed: int = 0,
+    cv: int | str = "auto",
     reports_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     save: bool = True,
@@ -29,20 +30,22 @@ def fit_heads(
     extra_config: Mapping[str, Any] | None = None,
     ctx: Context | None = None,
 ) -> SweepResult:
-    """Fit every head configuration on every cache, select on validation, test the chosen,
+    """Fit every head configuration on every cache, select on validation (or by
+    cross-validation), test the chosen,
     and (``save=True``) write a run folder per chosen head and refresh the leaderboard.
 
     ``caches``: feature-cache files (or folders of them) from ``pipeline extract``, or names
     (file name or unique prefix) in ``cache_dir`` (default ``$PIPELINE_CACHE_DIR`` or
     ``./cache``).
     ``heads``: grids (see :func:`pipeline.heads.as_grids`); ``None`` runs the default sweep.
-    ``metric``, ``refit``, ``class_weight`` (``"balanced"``/``"none"``), ``jobs``, ``seed``:
+    ``metric``, ``refit``, ``class_weight`` (``"balanced"``/``"none"``), ``jobs``, ``seed``,
+    ``cv`` (folds of cross-validated selection: ``"auto"``, 0 = off, K):
     see :class:`~pipeline.heads.FitOptions` (validated before any work).
     ``reports_dir``/``quiet`` (or ``ctx``): where run folders go, and the progress output.
     ``extra_config`` is stored in each run's ``config.json`` as ``experiment``.
     """
     options = FitOptions(metric=metric, refit=refit, class_weight=class_weight or "none",
-                         jobs=jobs, seed=seed)
+                         jobs=jobs, seed=seed, cv=cv)
     ctx = ctx or Context.create(reports_dir=reports_dir, cache_dir=cache_dir, quiet=quiet)
     result = run_sweep(caches, heads, options, ctx=ctx)
     if save:

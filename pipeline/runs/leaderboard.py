@@ -11,6 +11,21 @@ rows are filtered or sorted otherwise; ``#3`` (or ``3``) names that run wherever
 accepted. Runs of an identical configuration (same cache key, stage, head kind and
 parameters, seed, selection) are one row: the newest run, with ``repeats`` counting them all.
 
+Validation columns of runs selected by cross-validation (``selection: cv``) hold the means over
+the folds: the score they were chosen on, so the default order, ``best_overall`` and ``best``
+use the cross-validated score for them.
+
+Uncertainty: ``test_ci`` is the 95% percentile-bootstrap interval of the test balanced accuracy
+(recorded by the run; ``test_ci_low``/``test_ci_high`` as numbers, every metric's interval in
+``test_ci_by_metric`` of ``--json``). ``rank`` says which differences the test set can
+resolve: among runs scored on the same test rows (same dataset and test split), in the default
+order, the first is ``1``; each next run is compared with the head of the current tier by a
+paired bootstrap of the difference in test balanced accuracy (1000 resamples of the test rows,
+both runs scored on each, seeded): if the 95% interval of the difference contains 0 the run is
+statistically tied with it and shows ``≈`` and the tier's rank (``≈1``), else it starts a new
+tier ranked by its position. Runs without test predictions (``predictions.csv``, older runs)
+get no rank and still list.
+
 Reading the leaderboard writes nothing; :func:`write_leaderboard` refreshes
 ``leaderboard.csv`` in the reports dir, and ``index.html`` through the report package
 (:mod:`pipeline.report`) when it is loaded (called by the commands that add or remove runs).
@@ -27,10 +42,12 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from pipeline import settings
 from pipeline.errors import PipelineError, did_you_mean
 from pipeline.fileio import atomic_write_text
-from pipeline.heads.metrics import DEFAULT_METRIC, LOWER_IS_BETTER
+from pipeline.heads.metrics import DEFAULT_METRIC, LOWER_IS_BETTER, paired_bootstrap_diff
 from pipeline.runs.record import CONFIG, METRIC_NAMES, RunRecord
 from pipeline.runs.store import iter_runs
 
@@ -38,15 +55,19 @@ from pipeline.runs.store import iter_runs
 ROW = "#"
 COLUMNS = (
     ROW, "run_id", "created", "dataset", "base", "layer", "input_size", "pooling", "weights",
-    "head", "config", "params", "selection_metric", "best_overall", "refit", "repeats",
+    "head", "config", "params", "selection_metric", "selection", "cv_folds", "cv_std",
+    "best_overall", "refit", "repeats", "rank",
     *(f"val_{m}" for m in METRIC_NAMES), *(f"test_{m}" for m in METRIC_NAMES),
+    "test_ci", "test_ci_low", "test_ci_high",
     "fit_seconds", "predict_seconds", "n_train", "n_validation", "n_test", "cache_key",
     "cache_file", "cache_path", "run_dir",
 )
 #: What the terminal table shows (a subset of :data:`COLUMNS`, same names).
 SHOWN = (ROW, "run_id", "dataset", "base", "layer", "input_size", "pooling", "weights",
-         "config", "repeats", "val_balanced_accuracy", "test_balanced_accuracy",
-         "test_accuracy", "test_roc_auc")
+         "config", "repeats", "cv_folds", "rank", "val_balanced_accuracy",
+         "test_balanced_accuracy", "test_ci", "test_accuracy", "test_roc_auc")
+#: A run statistically tied with the head of its tier (see the module docstring).
+TIED = "\u2248"
 CSV_NAME = "leaderboard.csv"
 HTML_NAME = "index.html"
 
@@ -101,7 +122,66 @@ def all_rows(reports: str | os.PathLike) -> list[dict[str, Any]]:
     rows.sort(key=_sort_key(sort_column(None)))
     for i, r in enumerate(rows, 1):
         r[ROW] = i
+    rank_rows(rows)
     return rows
+
+
+def _test_predictions(run_dir: str) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """``(ids, labels, proba)`` of a run's test rows, sorted by id, from its
+    ``predictions.csv``; ``None`` if it has none or it does not read as numbers."""
+    path = Path(run_dir) / "predictions.csv"
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            reader = csv.reader(f)
+            header = next(reader)
+            rows = sorted(r for r in reader if len(r) == len(header) and r[1] == "test")
+        p_cols = [i for i, h in enumerate(header) if h.startswith("p_")]
+        ids = np.asarray([r[0] for r in rows], dtype=object)
+        labels = np.asarray([r[2] for r in rows], dtype=object)
+        proba = np.asarray([[float(r[i]) for i in p_cols] for r in rows], dtype=np.float64)
+    except (OSError, ValueError, StopIteration, IndexError):
+        return None
+    if not len(rows) or proba.shape[1] < 2 or not np.all(np.isfinite(proba)):
+        return None
+    return ids, labels, proba
+
+
+def _tied(a: tuple[np.ndarray, ...], b: tuple[np.ndarray, ...]) -> bool | None:
+    """Whether the paired bootstrap cannot tell two runs' test balanced accuracy apart
+    (``None``: not the same test rows and labels, so not comparable)."""
+    if a[0].shape != b[0].shape or not (np.array_equal(a[0], b[0])
+                                        and np.array_equal(a[1], b[1])) \
+            or a[2].shape != b[2].shape:
+        return None
+    classes = {c: i for i, c in enumerate(sorted(set(a[1])))}
+    y = np.asarray([classes[c] for c in a[1]])
+    if a[2].shape[1] < len(classes):
+        return None
+    interval = paired_bootstrap_diff(y, a[2], b[2], metric=DEFAULT_METRIC)
+    return interval is None or interval[0] <= 0.0 <= interval[1]
+
+
+def rank_rows(rows: Sequence[dict[str, Any]]) -> None:
+    """Fill ``rank`` (see the module docstring) in rows that are in the default order."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        r["rank"] = None
+        if r.get("test_split"):
+            groups.setdefault((r.get("dataset"), r["test_split"]), []).append(r)
+    for group in groups.values():
+        head: tuple[tuple[np.ndarray, ...], int] | None = None
+        place = 0
+        for r in group:
+            preds = _test_predictions(r["run_dir"])
+            if preds is None:
+                continue
+            place += 1
+            tied = _tied(head[0], preds) if head is not None else False
+            if head is not None and tied:
+                r["rank"] = f"{TIED}{head[1]}"
+            elif tied is not None:
+                head = (preds, place)
+                r["rank"] = str(place)
 
 
 def leaderboard(reports: str | os.PathLike, *, dataset: str | None = None,

@@ -25,6 +25,7 @@ from typing import Any, ClassVar, Self
 from pipeline.errors import PipelineError
 from pipeline.fileio import json_sha256, read_json, write_json
 from pipeline.heads.grid import HeadConfig
+from pipeline.heads.metrics import DEFAULT_METRIC
 from pipeline.heads.params import format_params
 
 SCHEMA_VERSION = 2
@@ -175,16 +176,31 @@ class HeadFile(_Part):
 
 @dataclass
 class Selection(_Part):
-    """How the run was chosen (always on validation; the test split is never looked at)."""
+    """How the run was chosen; the test split is never looked at.
+
+    ``on`` is ``"validation"`` (each configuration fitted on train, scored on validation) or
+    ``"cv"`` (stratified ``cv_folds``-fold cross-validation on train+validation; the chosen
+    configuration then refitted on train+validation: ``refit`` is true).
+    """
 
     metric: str | None = None
     on: str = "validation"
     refit: bool = False
     refit_params: dict[str, Any] | None = None
     best_overall: bool = False
-    #: Every configuration of the same kind tried on the same cache, with its validation.
+    #: Every configuration of the same kind tried on the same cache, with its validation
+    #: metrics (under CV: the means over the folds, and ``cv`` with the per-fold scores) -
+    #: the points of a sweep curve.
     candidates: list[dict[str, Any]] = field(default_factory=list)
     n_configurations_total: int | None = None
+    #: The folds when ``on == "cv"``.
+    cv_folds: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out = super().to_dict()
+        if out.get("cv_folds") is None:
+            out.pop("cv_folds", None)  # a run selected on validation reads as before
+        return out
 
 
 @dataclass
@@ -235,6 +251,12 @@ class RunMetrics(_Part):
     epochs_run: int | None = None
     resumed_from_epoch: int | None = None
     head_history: dict[str, list[float]] | None = None
+    #: Chosen by cross-validation: ``{"folds", "metric", "mean", "std", "scores"}`` of the
+    #: selection metric (``validation`` then holds the means over the folds of every metric).
+    cv: dict[str, Any] | None = None
+    #: 95% percentile-bootstrap intervals of the test metrics, ``{metric: [low, high]}``
+    #: (1000 resamples of the test rows, seeded); absent on runs made before them.
+    test_ci: dict[str, list[float]] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         # Only what the run has: a head run's file holds no fine-tuning keys.
@@ -310,7 +332,9 @@ class RunRecord(_Part):
         return json_sha256({
             "cache": self.cache.key, "stage": self.stage, "kind": h.kind,
             "params": h.params or {}, "seed": h.seed, "metric": s.metric, "refit": s.refit,
-            "finetune": self.finetune.digest if self.finetune is not None else None})
+            "finetune": self.finetune.digest if self.finetune is not None else None,
+            # Only when set, so the identity of runs selected on validation is unchanged.
+            **({"cv": s.cv_folds} if s.cv_folds else {})})
 
     def leaderboard_row(self, run_dir: Path, metrics: RunMetrics) -> dict[str, Any]:
         """The row ``pipeline runs`` shows for this run (see :mod:`pipeline.runs.leaderboard`)."""
@@ -323,7 +347,8 @@ class RunRecord(_Part):
             "head": h.kind,
             "params": format_params(h.params or {}), "config": _label(h.kind, h.params or {}),
             "selection_metric": s.metric, "best_overall": bool(s.best_overall),
-            "refit": bool(s.refit),
+            "refit": bool(s.refit), "selection": s.on, "cv_folds": s.cv_folds,
+            "cv_std": (metrics.cv or {}).get("std"),
             "fit_seconds": val.get("fit_seconds"), "predict_seconds": test.get("predict_seconds"),
             "n_train": c.n_train, "n_validation": c.n_validation, "n_test": c.n_test,
             "cache_key": c.key, "cache_file": c.file_name, "cache_path": c.path,
@@ -332,7 +357,20 @@ class RunRecord(_Part):
         for m in METRIC_NAMES:
             row[f"val_{m}"] = val.get(m)
             row[f"test_{m}"] = test.get(m)
+        low, high = _interval((metrics.test_ci or {}).get(DEFAULT_METRIC))
+        row.update({"test_ci": f"{low:.3f}-{high:.3f}" if low is not None else None,
+                    "test_ci_low": low, "test_ci_high": high,
+                    "test_ci_by_metric": metrics.test_ci,
+                    "test_split": (c.split_ids_sha256 or {}).get("test")})
         return row
+
+
+def _interval(ci: Any) -> tuple[float, float] | tuple[None, None]:
+    """``[low, high]`` of a recorded interval as numbers (anything else: no interval)."""
+    if isinstance(ci, list | tuple) and len(ci) == 2 and all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in ci):
+        return float(ci[0]), float(ci[1])
+    return None, None
 
 
 def migrate(data: Mapping[str, Any], where: str = CONFIG) -> dict[str, Any]:

@@ -59,13 +59,15 @@ def run_record(result: SweepResult, run: ChosenRun, run_dir: Path, created: str,
     """The record of one chosen run, its head saved into ``run_dir``."""
     assert run.head is not None
     selection = Selection(
-        metric=result.metric, on="validation", refit=result.refit,
-        refit_params=run.head.params if result.refit else None,
+        metric=result.metric, on="cv" if run.cv else "validation", refit=run.refit,
+        refit_params=run.head.params if run.refit else None,
         best_overall=run.best_overall,
         candidates=[{"params": c.config.params, "validation": c.validation,
-                     "fit_seconds": c.fit_seconds, "error": c.error}
+                     "fit_seconds": c.fit_seconds, "error": c.error,
+                     **({"cv": c.cv} if c.cv else {})}
                     for c in result.pool(run)],
-        n_configurations_total=result.n_tried(run.cache_index))
+        n_configurations_total=result.n_tried(run.cache_index),
+        cv_folds=run.cv["folds"] if run.cv else None)
     return RunRecord(run_id=run_dir.name, created=created,
                      cache=cache_ref(result.splits[run.cache_index]),
                      head=save_head(run.head, run_dir), selection=selection,
@@ -78,17 +80,19 @@ def run_metrics(run: ChosenRun) -> RunMetrics:
     assert run.head is not None
     trained = run.candidate.head if run.candidate is not None else None
     history = (trained.history if trained is not None else None) or run.head.history
+    extra = {"cv": run.cv, "test_ci": run.test_ci}
     if not history:
-        return RunMetrics(validation=run.validation, test=run.test)
+        return RunMetrics(validation=run.validation, test=run.test, **extra)
     return RunMetrics(validation=run.validation, test=run.test, history=history,
-                      best_epoch=getattr(trained, "best_epoch", None))
+                      best_epoch=getattr(trained, "best_epoch", None), **extra)
 
 
 def _plot(run: ChosenRun, run_dir: Path, metrics: RunMetrics, class_names: list[str]) -> None:
     assert run.head is not None
     title = f"{run.dataset} / {run.base} / {run.config.label}"
     plot_confusion(run_dir / "confusion_matrix.png",
-                   {"validation": run.validation["confusion_matrix"],
+                   {f"{run.cv['folds']}-fold cv" if run.cv else "validation":
+                    run.validation["confusion_matrix"],
                     "test": run.test["confusion_matrix"]}, class_names, title)
     history = metrics.history
     if history and ("val_loss" in history or run.head.family == "keras"):
