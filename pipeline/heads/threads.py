@@ -1,0 +1,86 @@
+"""The thread budget of a sweep: never more busy threads than cores.
+
+A sweep runs scikit-learn configurations in ``W`` worker processes while the dense heads train
+in the main process. Each of those may start its own threads: BLAS (OpenBLAS/MKL) in matrix
+products, OpenMP in histogram gradient boosting, joblib threads in a random forest. Unchecked,
+two workers each running a two-thread BLAS on two cores keep four threads busy, and every one
+of them slows down (worse than running fewer: spinning BLAS threads wait on each other).
+
+:func:`plan` splits the cores: ``workers * threads`` (plus one core for the main process when
+it trains at the same time) never exceeds :func:`cpu_count`. Inside each worker
+:func:`limited_threads` caps the BLAS/OpenMP pools with ``threadpoolctl`` and records the
+budget, which estimators with an ``n_jobs`` read through :func:`thread_budget`.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+_BUDGET: list[int] = []
+
+
+def cpu_count() -> int:
+    """Cores this process may run on (its CPU affinity where the OS reports it)."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def thread_budget() -> int:
+    """Threads one fit may use here: the innermost :func:`limited_threads`, else every core."""
+    return _BUDGET[-1] if _BUDGET else cpu_count()
+
+
+@contextmanager
+def limited_threads(n: int) -> Iterator[None]:
+    """Cap BLAS and OpenMP thread pools at ``n`` threads and make ``n`` the budget that
+    :func:`thread_budget` reports (for estimators' ``n_jobs``), for the ``with`` block."""
+    from threadpoolctl import threadpool_limits
+
+    n = max(1, int(n))
+    _BUDGET.append(n)
+    try:
+        with threadpool_limits(limits=n):
+            yield
+    finally:
+        _BUDGET.pop()
+
+
+def plan(n_tasks: int, jobs: int | None, *, main_busy: bool = False) -> tuple[int, int]:
+    """``(workers, threads per worker)`` for ``n_tasks`` parallel fits.
+
+    ``jobs``: the requested workers (``None`` or ``-1``: one per core), capped at the cores
+    left and at ``n_tasks``. ``main_busy``: the main process trains at the same time and
+    keeps one core. ``workers * threads + main_busy <= cpu_count()`` whenever there are at
+    least two cores (on one core the caller must not overlap the two; see
+    :func:`can_overlap`).
+    """
+    cores = cpu_count()
+    free = max(1, cores - (1 if main_busy and cores > 1 else 0))
+    want = free if jobs is None or jobs < 0 else int(jobs)
+    workers = max(1, min(want, free, n_tasks))
+    return workers, max(1, free // workers)
+
+
+def can_overlap() -> bool:
+    """Whether the main process may train while the workers fit (a core left for it)."""
+    return cpu_count() > 1
+
+
+def run_budgeted(threads: int, fn: Callable[..., Any], *args: Any) -> Any:
+    """``fn(*args)`` inside :func:`limited_threads` (what each sweep worker runs)."""
+    with limited_threads(threads):
+        return fn(*args)
+
+
+def probe() -> dict[str, int]:
+    """The budget and the largest BLAS/OpenMP pool as this process sees them (diagnostics,
+    and the tests' way to look inside a worker)."""
+    from threadpoolctl import threadpool_info
+
+    pools = [int(p.get("num_threads", 1)) for p in threadpool_info()]
+    return {"budget": thread_budget(), "pool_threads": max(pools, default=1), "pid": os.getpid()}
