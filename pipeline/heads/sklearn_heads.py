@@ -36,6 +36,7 @@ from pipeline.errors import PipelineError
 from pipeline.heads.params import P
 from pipeline.heads.safe_store import load_estimator, save_estimator
 from pipeline.heads.spec import Head, HeadSpec, full_proba
+from pipeline.heads.threads import thread_budget
 
 CLASS_WEIGHT = P("class_weight", "str", "none", "'balanced' reweights classes by inverse "
                  "frequency", choices=("none", "balanced"))
@@ -217,11 +218,12 @@ class KNNHead(SklearnHead):
 
 class RandomForestHead(SklearnHead):
     def build_estimator(self, n_train: int, min_class_count: int) -> Any:
-        # n_jobs=1: the sweep already runs configurations in parallel.
+        # n_jobs: this process's share of the cores (a sweep worker's budget, else all).
         return RandomForestClassifier(
             n_estimators=self.params["n_estimators"], max_depth=self.params["max_depth"],
             min_samples_leaf=self.params["min_samples_leaf"],
-            class_weight=self._class_weight(), random_state=self.seed, n_jobs=1)
+            class_weight=self._class_weight(), random_state=self.seed,
+            n_jobs=thread_budget())
 
 
 class GradientBoostingHead(SklearnHead):

@@ -41,6 +41,7 @@ from pipeline.heads.metrics import classification_metrics, score_key
 from pipeline.heads.options import FitOptions
 from pipeline.heads.registry import get_head_spec
 from pipeline.heads.spec import Head
+from pipeline.heads.threads import can_overlap, plan, run_budgeted
 from pipeline.progress import Reporter
 
 #: The sweep run when no head is given: 11 configurations, well under a minute on ~1800x1280
@@ -274,8 +275,8 @@ def _fit_candidate(kind: str, params: dict[str, Any], n_classes: int, seed: int,
             "fit_seconds": t1 - t0, "predict_seconds": t2 - t1}
 
 
-def _fit_indexed(i: int, *args: Any) -> tuple[int, dict[str, Any]]:
-    return i, _fit_candidate(*args)
+def _fit_indexed(i: int, threads: int, *args: Any) -> tuple[int, dict[str, Any]]:
+    return i, run_budgeted(threads, _fit_candidate, *args)
 
 
 def run_sweep(caches: str | os.PathLike | Iterable[str | os.PathLike], heads: HeadsArg = None,
@@ -301,12 +302,18 @@ def run_sweep(caches: str | os.PathLike | Iterable[str | os.PathLike], heads: He
 
 def _fit_all(data: list[Split], candidates: list[Candidate], options: FitOptions,
              report: Reporter) -> None:
-    """Fit every candidate on train, score it on validation (filled in place)."""
+    """Fit every candidate on train, score it on validation (filled in place).
+
+    Never more busy threads than cores (:mod:`pipeline.heads.threads`): the workers share
+    the cores left by the main process (which trains the dense heads meanwhile, on one
+    thread), each capped at its share of BLAS/OpenMP threads and estimator ``n_jobs``.
+    """
     from joblib import Parallel, delayed
 
     sk = [c for c in candidates if get_head_spec(c.config.kind).family != "keras"]
     ks = [c for c in candidates if get_head_spec(c.config.kind).family == "keras"]
-    n_jobs = options.jobs or (os.cpu_count() or 1)
+    overlap = bool(ks) and can_overlap()
+    workers, threads = plan(len(sk), options.jobs, main_busy=overlap)
 
     def args(c: Candidate) -> tuple:
         d = data[c.cache_index]
@@ -319,9 +326,10 @@ def _fit_all(data: list[Split], candidates: list[Candidate], options: FitOptions
         if sk:
             # The generator dispatches in a background thread, so the Keras configurations
             # below train here while the workers fit the scikit-learn ones.
-            par = Parallel(n_jobs=min(n_jobs, len(sk)), backend="loky",
-                           return_as="generator_unordered")
-            outs = par(delayed(_fit_indexed)(i, *args(c)) for i, c in enumerate(sk))
+            par = Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")
+            outs = par(delayed(_fit_indexed)(i, threads, *args(c)) for i, c in enumerate(sk))
+            if not overlap:  # one core: the workers first, then the dense heads
+                outs = list(outs)
         for c in ks:
             c.record(_fit_candidate(*args(c)))
             bar.advance(1)

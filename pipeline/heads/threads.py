@@ -71,8 +71,16 @@ def can_overlap() -> bool:
     return cpu_count() > 1
 
 
+#: Read by BLAS/OpenMP libraries when they load: a library a worker loads during a fit
+#: (scikit-learn's OpenMP runtime, SciPy's BLAS) starts within the budget too.
+THREAD_ENV = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+
+
 def run_budgeted(threads: int, fn: Callable[..., Any], *args: Any) -> Any:
-    """``fn(*args)`` inside :func:`limited_threads` (what each sweep worker runs)."""
+    """``fn(*args)`` inside :func:`limited_threads` (what each sweep worker runs; the
+    worker's environment is set to the budget for libraries it loads later)."""
+    for name in THREAD_ENV:
+        os.environ[name] = str(max(1, int(threads)))
     with limited_threads(threads):
         return fn(*args)
 
