@@ -321,6 +321,10 @@ def _fit_all(data: list[Split], candidates: list[Candidate], options: FitOptions
                 d.x["train"], d.y["train"], d.x["validation"], d.y["validation"])
 
     report.line(f"fitting {len(candidates)} configurations on {len(data)} cache(s)")
+    for i, kind in dict.fromkeys((c.cache_index, c.config.kind) for c in candidates
+                                 if get_head_spec(c.config.kind).switches(
+                                     len(data[c.cache_index].y["train"]), c.config.params)):
+        report.line(get_head_spec(kind).switch_note(len(data[i].y["train"])))
     with report.progress(len(candidates), "configurations") as bar:
         outs: Iterable[tuple[int, dict[str, Any]]] = ()
         if sk:
