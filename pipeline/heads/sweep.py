@@ -5,8 +5,9 @@ Protocol (what :func:`run_sweep` guarantees):
 1. Each cache is loaded once; its train/validation/test rows are separated once.
 2. Every configuration is fitted on **train** and scored on **validation** only.
    scikit-learn configurations run in parallel worker processes (joblib/loky; large arrays are
-   shared as memory maps); Keras configurations run one after another in this process, where
-   TensorFlow already uses every core.
+   shared as memory maps); the dense configurations train one after another in this process
+   meanwhile, on one thread. Workers x threads never exceed the cores
+   (:mod:`pipeline.heads.threads`).
 3. Per cache and head kind, the configuration with the best validation ``metric`` is chosen
    (ties: lower validation log-loss, then the earlier configuration). Among those, the best per
    dataset is flagged ``best_overall``.
