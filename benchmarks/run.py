@@ -133,12 +133,17 @@ CLASS_NAMES = ("functional", "defective")
 
 
 def link_class_folder(root: Path, rows: list[tuple[str, int]], src: Path) -> Path:
-    """A folder of class subfolders holding symlinks to ``src / rel`` for every row."""
+    """A folder of class subfolders holding ``src / rel`` for every row: hard links where
+    the file system allows, else copies (the data layer refuses symlinks that leave the
+    dataset root)."""
     for rel, label in rows:
         dst = root / CLASS_NAMES[label] / Path(rel).name
         dst.parent.mkdir(parents=True, exist_ok=True)
         if not dst.exists():
-            dst.symlink_to(src / rel)
+            try:
+                os.link(src / rel, dst)
+            except OSError:
+                shutil.copyfile(src / rel, dst)
     return root
 
 
