@@ -94,7 +94,9 @@ class KerasDenseHead(Head):
 
     @model.setter
     def model(self, value: Any) -> None:
+        """A model given (loaded, or wrapped) is the head from now on: predictions use it."""
         self._model = value
+        self.weights = None
 
     def build(self, n_features: int) -> Any:
         """The head's Keras model (uncompiled), freshly initialised."""
