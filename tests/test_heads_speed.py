@@ -16,13 +16,11 @@ def test_plan_never_gives_more_busy_threads_than_cores(monkeypatch):
         monkeypatch.setattr(threads, "cpu_count", lambda c=cores: c)
         for jobs in (None, -1, 1, 2, 5, 64):
             for n_tasks in (1, 3, 20):
-                for main_busy in (False, True):
-                    workers, per = threads.plan(n_tasks, jobs, main_busy=main_busy)
-                    assert 1 <= workers <= n_tasks and per >= 1
-                    if cores > 1:
-                        assert workers * per + int(main_busy) <= cores
-                    else:
-                        assert workers * per <= cores
+                workers, per = threads.plan(n_tasks, jobs)
+                assert 1 <= workers <= n_tasks and per >= 1
+                assert workers * per <= cores
+                if jobs in (None, -1) and n_tasks >= cores:
+                    assert workers == cores
 
 
 def test_the_budget_holds_inside_each_worker():

@@ -4,10 +4,9 @@ Protocol (what :func:`run_sweep` guarantees):
 
 1. Each cache is loaded once; its train/validation/test rows are separated once.
 2. Every configuration is fitted on **train** and scored on **validation** only.
-   scikit-learn configurations run in parallel worker processes (joblib/loky; large arrays are
-   shared as memory maps); the dense configurations train one after another in this process
-   meanwhile, on one thread. Workers x threads never exceed the cores
-   (:mod:`pipeline.heads.threads`).
+   Configurations run in parallel worker processes (joblib/loky; large arrays are shared as
+   memory maps), the dense heads too (they train in NumPy). Workers x threads never exceed
+   the cores (:mod:`pipeline.heads.threads`).
 3. Per cache and head kind, the configuration with the best validation ``metric`` is chosen
    (ties: lower validation log-loss, then the earlier configuration). Among those, the best per
    dataset is flagged ``best_overall``.
@@ -42,7 +41,7 @@ from pipeline.heads.metrics import classification_metrics, score_key
 from pipeline.heads.options import FitOptions
 from pipeline.heads.registry import get_head_spec
 from pipeline.heads.spec import Head
-from pipeline.heads.threads import can_overlap, plan, run_budgeted
+from pipeline.heads.threads import plan, run_budgeted
 from pipeline.progress import Reporter
 
 #: The sweep run when no head is given: 11 configurations, well under a minute on ~1800x1280
@@ -305,16 +304,15 @@ def _fit_all(data: list[Split], candidates: list[Candidate], options: FitOptions
              report: Reporter) -> None:
     """Fit every candidate on train, score it on validation (filled in place).
 
-    Never more busy threads than cores (:mod:`pipeline.heads.threads`): the workers share
-    the cores left by the main process (which trains the dense heads meanwhile, on one
-    thread), each capped at its share of BLAS/OpenMP threads and estimator ``n_jobs``.
+    Every configuration (the dense heads too: they train in NumPy, no TensorFlow) runs in
+    the worker pool, the costliest kinds dispatched first; workers x threads never exceed
+    the cores (:mod:`pipeline.heads.threads`).
     """
     from joblib import Parallel, delayed
 
-    sk = [c for c in candidates if get_head_spec(c.config.kind).family != "keras"]
-    ks = [c for c in candidates if get_head_spec(c.config.kind).family == "keras"]
-    overlap = bool(ks) and can_overlap()
-    workers, threads = plan(len(sk), options.jobs, main_busy=overlap)
+    workers, threads = plan(len(candidates), options.jobs)
+    order = sorted(range(len(candidates)), key=lambda i: get_head_spec(
+        candidates[i].config.kind).scaling != "superlinear")  # stable: else sweep order
 
     def args(c: Candidate) -> tuple:
         d = data[c.cache_index]
@@ -327,19 +325,10 @@ def _fit_all(data: list[Split], candidates: list[Candidate], options: FitOptions
                                      len(data[c.cache_index].y["train"]), c.config.params)):
         report.line(get_head_spec(kind).switch_note(len(data[i].y["train"])))
     with report.progress(len(candidates), "configurations") as bar:
-        outs: Iterable[tuple[int, dict[str, Any]]] = ()
-        if sk:
-            # The generator dispatches in a background thread, so the Keras configurations
-            # below train here while the workers fit the scikit-learn ones.
-            par = Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")
-            outs = par(delayed(_fit_indexed)(i, threads, *args(c)) for i, c in enumerate(sk))
-            if not overlap:  # one core: the workers first, then the dense heads
-                outs = list(outs)
-        for c in ks:
-            c.record(_fit_candidate(*args(c)))
-            bar.advance(1)
-        for i, out in outs:
-            sk[i].record(out)
+        par = Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")
+        for i, out in par(delayed(_fit_indexed)(i, threads, *args(candidates[i]))
+                          for i in order):
+            candidates[i].record(out)
             bar.advance(1)
 
 

@@ -1,15 +1,14 @@
 """The thread budget of a sweep: never more busy threads than cores.
 
-A sweep runs scikit-learn configurations in ``W`` worker processes while the dense heads train
-in the main process. Each of those may start its own threads: BLAS (OpenBLAS/MKL) in matrix
-products, OpenMP in histogram gradient boosting, joblib threads in a random forest. Unchecked,
-two workers each running a two-thread BLAS on two cores keep four threads busy, and every one
-of them slows down (worse than running fewer: spinning BLAS threads wait on each other).
+A sweep runs its configurations in ``W`` worker processes. Each may start its own threads:
+BLAS (OpenBLAS/MKL) in matrix products, OpenMP in histogram gradient boosting, joblib threads
+in a random forest. Unchecked, two workers each running a two-thread BLAS on two cores keep
+four threads busy, and every one of them slows down (worse than running fewer: spinning BLAS
+threads wait on each other).
 
-:func:`plan` splits the cores: ``workers * threads`` (plus one core for the main process when
-it trains at the same time) never exceeds :func:`cpu_count`. Inside each worker
-:func:`limited_threads` caps the BLAS/OpenMP pools with ``threadpoolctl`` and records the
-budget, which estimators with an ``n_jobs`` read through :func:`thread_budget`.
+:func:`plan` splits the cores: ``workers * threads`` never exceeds :func:`cpu_count`. Inside
+each worker :func:`limited_threads` caps the BLAS/OpenMP pools with ``threadpoolctl`` and
+records the budget, which estimators with an ``n_jobs`` read through :func:`thread_budget`.
 """
 
 from __future__ import annotations
@@ -50,25 +49,17 @@ def limited_threads(n: int) -> Iterator[None]:
         _BUDGET.pop()
 
 
-def plan(n_tasks: int, jobs: int | None, *, main_busy: bool = False) -> tuple[int, int]:
-    """``(workers, threads per worker)`` for ``n_tasks`` parallel fits.
+def plan(n_tasks: int, jobs: int | None) -> tuple[int, int]:
+    """``(workers, threads per worker)`` for ``n_tasks`` parallel fits, with
+    ``workers * threads <= cpu_count()``.
 
     ``jobs``: the requested workers (``None`` or ``-1``: one per core), capped at the cores
-    left and at ``n_tasks``. ``main_busy``: the main process trains at the same time and
-    keeps one core. ``workers * threads + main_busy <= cpu_count()`` whenever there are at
-    least two cores (on one core the caller must not overlap the two; see
-    :func:`can_overlap`).
+    and at ``n_tasks``; the cores are shared out evenly among the workers.
     """
     cores = cpu_count()
-    free = max(1, cores - (1 if main_busy and cores > 1 else 0))
-    want = free if jobs is None or jobs < 0 else int(jobs)
-    workers = max(1, min(want, free, n_tasks))
-    return workers, max(1, free // workers)
-
-
-def can_overlap() -> bool:
-    """Whether the main process may train while the workers fit (a core left for it)."""
-    return cpu_count() > 1
+    want = cores if jobs is None or jobs < 0 else int(jobs)
+    workers = max(1, min(want, cores, n_tasks))
+    return workers, max(1, cores // workers)
 
 
 #: Read by BLAS/OpenMP libraries when they load: a library a worker loads during a fit
