@@ -18,6 +18,9 @@ caller adds the softmax), to their logarithms clipped at the smallest normal flo
   default ``decision_function_shape="ovr"`` (what the calibrators were fitted on): votes
   ``[d_ij >= 0]`` plus the confidence sums ``s / (3 (|s| + 1))``, one Platt sigmoid per class,
   ``p_k / sum p`` (uniform if the sum is 0). The members' probabilities are averaged.
+* ``rbf_svm``'s scalable form (past its row threshold) is ``Nystroem(rbf) ->
+  LogisticRegression``: the same RBF kernel against the Nystroem components, a fixed ``Dense``
+  (the normalisation), the logistic regression's ``Dense`` and a softmax.
 * ``knn`` is ``KNeighborsClassifier`` (Euclidean). The scaled training rows live in one
   ``Embedding`` table (the training rows travel inside the model, hence
   :data:`KNN_MAX_ROWS_X_FEATURES`); the k nearest are found with ``keras.ops.top_k`` on
@@ -37,6 +40,8 @@ import keras
 import numpy as np
 from keras import ops
 from sklearn.calibration import CalibratedClassifierCV
+from sklearn.kernel_approximation import Nystroem
+from sklearn.linear_model import LogisticRegression
 from sklearn.neighbors import KNeighborsClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
@@ -70,6 +75,8 @@ def kernel_head(kind: str, pipeline: Pipeline, n_classes: int, *,
 def rbf_svm_layers(pipeline: Pipeline, n_classes: int, *,
                    output: str = "log_proba") -> FoldedHead:
     """One layer (a functional sub-model) computing an ``rbf_svm`` head's probabilities."""
+    if isinstance(pipeline.named_steps.get("model"), Pipeline):
+        return nystroem_layers(pipeline, n_classes, output=output)
     scaler, model = _steps(pipeline, "rbf_svm", CalibratedClassifierCV)
     classes = np.asarray(model.classes_)
     members = [_svm_member(cal, classes) for cal in model.calibrated_classifiers_]
@@ -84,6 +91,38 @@ def rbf_svm_layers(pipeline: Pipeline, n_classes: int, *,
     n_sv = sum(len(m["vectors"]) for m in members)
     how = (f"rbf_svm: {len(members)} calibrated SVMs ({n_sv} support vectors) as RBF kernel, "
            f"one-vs-one decisions, Platt sigmoids and their average ({output})")
+    return FoldedHead("rbf_svm", [sub], how, n_classes, extra={"output": output})
+
+
+def nystroem_layers(pipeline: Pipeline, n_classes: int, *,
+                    output: str = "log_proba") -> FoldedHead:
+    """``rbf_svm``'s scalable form (scaler -> Nystroem -> logistic regression) as one layer:
+    the RBF kernel against the Nystroem components, its normalisation matrix as a fixed
+    ``Dense``, the logistic regression as a ``Dense`` and a softmax (binary: logits
+    ``[0, z]``)."""
+    scaler, model = _steps(pipeline, "rbf_svm", Pipeline)
+    steps = model.named_steps
+    nys, linear = steps.get("nystroem"), steps.get("linear")
+    if not isinstance(nys, Nystroem) or nys.kernel != "rbf" or not isinstance(
+            linear, LogisticRegression):
+        raise PipelineError(f"expected rbf_svm's scalable form (Nystroem(rbf) -> "
+                            f"LogisticRegression), got {model!r}")
+    classes = np.asarray(linear.classes_)
+    inp = keras.Input((int(scaler.n_features_in_),), name="features")
+    member = {"vectors": np.asarray(nys.components_, np.float64), "gamma": float(nys.gamma)}
+    kernel = _rbf_kernel(_standardise(scaler, "rbf_svm")(inp), [member])
+    feats = _fixed_dense("head_nystroem", np.asarray(nys.normalization_, np.float64).T,
+                         None)(kernel)
+    coef = np.asarray(linear.coef_, np.float64)
+    bias = np.reshape(np.asarray(linear.intercept_, np.float64), -1)
+    if coef.shape[0] == 1:  # binary: one logit for the second class
+        coef, bias = np.vstack([np.zeros_like(coef), coef]), np.concatenate([[0.0], bias])
+    logits = _fixed_dense("head_linear", coef.T, bias)(feats)
+    proba = keras.layers.Softmax(name="head_softmax")(logits)
+    sub = keras.Model(inp, _finish(proba, classes, n_classes, output, "rbf_svm"),
+                      name="head_rbf_svm")
+    how = (f"rbf_svm (scalable form): RBF kernel against {len(member['vectors'])} Nystroem "
+           f"components, their normalisation, logistic regression ({output})")
     return FoldedHead("rbf_svm", [sub], how, n_classes, extra={"output": output})
 
 

@@ -289,7 +289,18 @@ def onnx_head_graph(head: Any, n_features: int, opset: int = DEFAULT_OPSET, *,
             raise PipelineError(f"the Keras head outputs {out} classes, expected {n_classes}")
         return _keras_head_graph(fitted, n_features, opset, out)
     count = n_classes if n_classes is not None else len(fitted.classes_)
+    if _is_nystroem(fitted):  # skl2onnx has no Nystroem: the exact Keras layers instead
+        from pipeline.finetune.kernel_layers import nystroem_layers
+
+        layer = nystroem_layers(fitted, count).layers[0]  # log-probabilities: softmax = p
+        return _keras_head_graph(layer, n_features, opset, count)
     return _sklearn_head_graph(fitted, n_features, opset, count)
+
+
+def _is_nystroem(estimator: Any) -> bool:
+    """``rbf_svm``'s scalable form: a pipeline whose model is ``Nystroem -> linear``."""
+    model = getattr(estimator, "named_steps", {}).get("model")
+    return "nystroem" in getattr(model, "named_steps", {})
 
 
 # --------------------------------------------------------------------------- one model

@@ -1,4 +1,4 @@
-"""Keras dense heads, trained on cached features by epochs.
+"""Keras dense heads, trained on cached features by epochs (in memory, see ``dense_train``).
 
 * ``dense`` – the transfer-learning tutorials' head on pooled features:
   ``Dropout(0.2) -> Dense(n_classes)``.
@@ -8,11 +8,12 @@
 The model outputs logits (the softmax is applied in :meth:`predict_proba`), which is what the
 fine-tuning stage wants to stack on the base. Training stops early when the validation loss
 has not improved for ``patience`` epochs and keeps the best epoch's weights; the per-epoch
-``history`` (loss/accuracy, train and validation) drives the learning-curve plot. Seeds are set
-before building and fitting, so a configuration trains the same way twice on the same machine.
+``history`` (loss/accuracy, train and validation) drives the learning-curve plot. Training is
+a seeded NumPy loop (:mod:`pipeline.heads.dense_train`), so a configuration trains the same
+way twice; the Keras model is built from its weights when the head is saved or exported.
 
-TensorFlow is imported only when a Keras head is built, so the scikit-learn part of a sweep
-(and its worker processes) never pays for it.
+TensorFlow is imported only when a Keras model is built or loaded, so a sweep (and its
+worker processes) pays for it only when a chosen dense head is saved.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from typing import Any
 import numpy as np
 
 from pipeline.errors import PipelineError
+from pipeline.heads.dense_train import DenseWeights, train_dense
 from pipeline.heads.params import P
 from pipeline.heads.spec import Head, HeadSpec
 from pipeline.heads.training import OPTIMIZERS as TRAINING_OPTIMIZERS
-from pipeline.heads.training import balanced_class_weight, make_optimizer
+from pipeline.heads.training import balanced_class_weight
 
 OPTIMIZERS = tuple(TRAINING_OPTIMIZERS)
 
@@ -62,7 +64,13 @@ def load_keras_safely(path: str | os.PathLike, what: str = "model file") -> Any:
 
 
 class KerasDenseHead(Head):
-    """``[Dense(units, relu) ->] Dropout(dropout) -> Dense(n_classes)`` on feature rows."""
+    """``[Dense(units, relu) ->] Dropout(dropout) -> Dense(n_classes)`` on feature rows.
+
+    Trained in memory by :func:`pipeline.heads.dense_train.train_dense` (NumPy, no framework
+    overhead); the Keras model (the saved, exported and fine-tuned form) is built from the
+    trained weights the first time it is asked for (:attr:`model`), so a sweep that only
+    scores a configuration never builds one.
+    """
 
     family = "keras"
     filename = "head.keras"
@@ -70,10 +78,28 @@ class KerasDenseHead(Head):
 
     def __init__(self, kind: str, params: Mapping[str, Any], *, n_classes: int, seed: int = 0):
         super().__init__(kind, params, n_classes=n_classes, seed=seed)
-        self.model: Any = None
+        self._model: Any = None
+        self.weights: DenseWeights | None = None
+        self.n_features: int | None = None
         self.best_epoch: int | None = None
 
+    @property
+    def model(self) -> Any:
+        """The Keras model (outputs logits): loaded, or built from the trained weights."""
+        if self._model is None and self.weights is not None:
+            assert self.n_features is not None
+            self._model = self.build(self.n_features)
+            self._model.set_weights(self.weights.arrays)
+        return self._model
+
+    @model.setter
+    def model(self, value: Any) -> None:
+        """A model given (loaded, or wrapped) is the head from now on: predictions use it."""
+        self._model = value
+        self.weights = None
+
     def build(self, n_features: int) -> Any:
+        """The head's Keras model (uncompiled), freshly initialised."""
         keras = _keras()
         keras.utils.set_random_seed(self.seed)
         inputs = keras.Input(shape=(n_features,), name="features")
@@ -82,44 +108,24 @@ class KerasDenseHead(Head):
             x = keras.layers.Dense(self.params["units"], activation="relu", name="hidden")(x)
         x = keras.layers.Dropout(self.params["dropout"], name="dropout")(x)
         logits = keras.layers.Dense(self.n_classes, name="logits")(x)
-        model = keras.Model(inputs, logits, name=self.kind)
-        model.compile(
-            optimizer=make_optimizer(self.params["optimizer"], self.params["learning_rate"]),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
-            # Tiny models: XLA compilation costs more than it saves, and running several steps
-            # per call cuts Python overhead (same numbers, epoch-level callbacks unaffected).
-            jit_compile=False, steps_per_execution=16)
-        return model
+        return keras.Model(inputs, logits, name=self.kind)
 
     def fit(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None,
             y_val: np.ndarray | None = None) -> KerasDenseHead:
-        keras = _keras()
-        x = np.asarray(x, dtype=np.float32)
-        y = np.asarray(y, dtype=np.int32)
+        y = np.asarray(y, dtype=np.int64)
         if len(np.unique(y)) < 2:
             raise PipelineError(f"head {self.kind!r}: the training rows hold only one class")
-        self.model = self.build(x.shape[1])
-        callbacks = []
-        validation = None
-        if x_val is not None and y_val is not None and len(y_val):
-            validation = (np.asarray(x_val, dtype=np.float32), np.asarray(y_val, dtype=np.int32))
-            if self.params["patience"] > 0:
-                callbacks.append(keras.callbacks.EarlyStopping(
-                    monitor="val_loss", patience=self.params["patience"],
-                    restore_best_weights=True))
         class_weight = None
         if self.params.get("class_weight") == "balanced":
             class_weight = balanced_class_weight(y, self.n_classes)
-        keras.utils.set_random_seed(self.seed)
-        hist = self.model.fit(x, y, validation_data=validation, epochs=self.params["epochs"],
-                              batch_size=self.params["batch_size"], callbacks=callbacks,
-                              class_weight=class_weight, shuffle=True, verbose=0)
-        self.history = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
-        if validation is not None and self.history.get("val_loss"):
-            self.best_epoch = int(np.argmin(self.history["val_loss"])) + 1
-        else:
-            self.best_epoch = len(self.history.get("loss", [])) or self.params["epochs"]
+        params = dict(self.params)
+        if not self.hidden_units:
+            params.pop("units", None)
+        self.weights, self.history, self.best_epoch = train_dense(
+            x, y, x_val, y_val, params, n_classes=self.n_classes, seed=self.seed,
+            class_weight=class_weight)
+        self.n_features = int(np.shape(x)[1])
+        self._model = None
         return self
 
     def refit_params(self) -> dict[str, Any]:
@@ -135,6 +141,8 @@ class KerasDenseHead(Head):
         return self.model
 
     def logits(self, x: np.ndarray) -> np.ndarray:
+        if self.weights is not None:  # trained here: the same arithmetic, without Keras
+            return self.weights.logits(x).astype(np.float64)
         return np.asarray(self._fitted().predict(np.asarray(x, dtype=np.float32),
                                                  batch_size=1024, verbose=0), dtype=np.float64)
 
@@ -162,9 +170,9 @@ class KerasDenseHead(Head):
                     best_epoch=self.best_epoch, layer_form="keras_model")
 
     def __getstate__(self) -> dict[str, Any]:
-        # Keras models do not pickle portably; a sweep never ships these across processes.
+        # Keras models do not pickle portably (the trained weights do: the model is rebuilt).
         state = dict(self.__dict__)
-        state["model"] = None
+        state["_model"] = None
         return state
 
 

@@ -40,6 +40,7 @@ ALLOWED_TYPES: frozenset[str] = frozenset({
     "sklearn.preprocessing._label.LabelEncoder",
     # logreg, linear_svm, rbf_svm
     "sklearn.linear_model._logistic.LogisticRegression",
+    "sklearn.kernel_approximation.Nystroem",  # rbf_svm's scalable form
     "sklearn.svm._classes.LinearSVC",
     "sklearn.svm._classes.SVC",
     "sklearn.calibration.CalibratedClassifierCV",

@@ -23,6 +23,7 @@ import numpy as np
 from sklearn.calibration import CalibratedClassifierCV
 from sklearn.ensemble import HistGradientBoostingClassifier, RandomForestClassifier
 from sklearn.exceptions import ConvergenceWarning
+from sklearn.kernel_approximation import Nystroem
 from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
 from sklearn.neighbors import KNeighborsClassifier
@@ -36,7 +37,14 @@ from pipeline.errors import PipelineError
 from pipeline.heads.params import P
 from pipeline.heads.safe_store import load_estimator, save_estimator
 from pipeline.heads.spec import Head, HeadSpec, full_proba
+from pipeline.heads.threads import thread_budget
 
+#: Training rows past which rbf_svm, knn and random_forest fit their scalable forms.
+SCALE_ROWS = 5_000
+#: Nystroem features approximating the RBF kernel in rbf_svm's scalable form.
+NYSTROEM_COMPONENTS = 1_000
+FORM = P("form", "str", "auto", "'exact', 'scalable', or 'auto' (scalable past "
+         f"{SCALE_ROWS:,} training rows)", choices=("auto", "exact", "scalable"))
 CLASS_WEIGHT = P("class_weight", "str", "none", "'balanced' reweights classes by inverse "
                  "frequency", choices=("none", "balanced"))
 
@@ -52,12 +60,17 @@ class SklearnHead(Head):
     def __init__(self, kind: str, params: Mapping[str, Any], *, n_classes: int, seed: int = 0):
         super().__init__(kind, params, n_classes=n_classes, seed=seed)
         self.pipeline: Pipeline | None = None
+        self.n_features: int | None = None
 
     def _class_weight(self) -> str | None:
         return "balanced" if self.params.get("class_weight") == "balanced" else None
 
     def build_estimator(self, n_train: int, min_class_count: int) -> Any:
         raise NotImplementedError
+
+    def fit_rows(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """The rows the estimator is fitted on (all of them; a scalable form may cap them)."""
+        return x, y
 
     def fit(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None,
             y_val: np.ndarray | None = None) -> SklearnHead:
@@ -66,7 +79,11 @@ class SklearnHead(Head):
         present = counts[counts > 0]
         if len(present) < 2:
             raise PipelineError(f"head {self.kind!r}: the training rows hold only one class")
-        est = self.build_estimator(len(y), int(present.min()))
+        self.resolve_form(len(y))
+        self.n_features = int(np.shape(x)[1])
+        x, y = self.fit_rows(np.asarray(x), y)
+        counts = np.bincount(y)
+        est = self.build_estimator(len(y), int(counts[counts > 0].min()))
         self.pipeline = Pipeline([("scale", StandardScaler()), ("model", est)])
         fit_kw: dict[str, Any] = {}
         if self._class_weight() and not self.native_class_weight:
@@ -127,6 +144,18 @@ def fold_scaler(coef: np.ndarray, intercept: np.ndarray, mean: np.ndarray,
     w = coef / scale
     b = np.asarray(intercept, dtype=np.float64) - coef @ (np.asarray(mean, np.float64) / scale)
     return w, b
+
+
+def stratified_sample(y: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Sorted indices of about ``n`` rows of ``y``, each class keeping its share (at least one
+    row), chosen with a generator seeded by ``seed``."""
+    rng = np.random.default_rng(seed)
+    picked = []
+    for c in np.unique(y):
+        rows = np.flatnonzero(y == c)
+        take = max(1, round(n * len(rows) / len(y)))
+        picked.append(rng.choice(rows, size=min(take, len(rows)), replace=False))
+    return np.sort(np.concatenate(picked))
 
 
 class LinearHead(SklearnHead):
@@ -197,7 +226,22 @@ class LinearSVMHead(LinearHead):
 
 
 class RBFSVMHead(SklearnHead):
+    """Exact: calibrated ``SVC(rbf)``. Scalable (``form``): the RBF kernel approximated by
+    :data:`NYSTROEM_COMPONENTS` Nystroem features of the same gamma, then a logistic
+    regression of the same ``C`` (fit cost linear in the rows; probabilities native)."""
+
     def build_estimator(self, n_train: int, min_class_count: int) -> Any:
+        if self.params.get("form") == "scalable":
+            gamma = self.params["gamma"]
+            if isinstance(gamma, str):  # "scale" and "auto" are 1 / d on standardised rows
+                gamma = 1.0 / max(1, self.n_features)
+            return Pipeline([
+                ("nystroem", Nystroem(kernel="rbf", gamma=float(gamma),
+                                      n_components=min(NYSTROEM_COMPONENTS, n_train),
+                                      random_state=self.seed)),
+                ("linear", LogisticRegression(C=self.params["C"], max_iter=1000,
+                                              class_weight=self._class_weight(),
+                                              random_state=self.seed))])
         svm = SVC(C=self.params["C"], gamma=self.params["gamma"], kernel="rbf", cache_size=500,
                   class_weight=self._class_weight(), random_state=self.seed)
         # ensemble=True: three SVMs on 2/3 of the rows each, averaged – about 4x cheaper than
@@ -208,6 +252,16 @@ class RBFSVMHead(SklearnHead):
 
 
 class KNNHead(SklearnHead):
+    """Scalable (``form``): the reference set is a stratified, seeded sample of
+    :attr:`scale_threshold` training rows (each class keeps its share, at least one row)."""
+
+    def fit_rows(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        cap = self.scale_threshold
+        if self.params.get("form") != "scalable" or cap is None or len(y) <= cap:
+            return x, y
+        keep = stratified_sample(y, cap, self.seed)
+        return x[keep], y[keep]
+
     def build_estimator(self, n_train: int, min_class_count: int) -> Any:
         k = self.params["n_neighbors"]
         if k > n_train:
@@ -217,11 +271,15 @@ class KNNHead(SklearnHead):
 
 class RandomForestHead(SklearnHead):
     def build_estimator(self, n_train: int, min_class_count: int) -> Any:
-        # n_jobs=1: the sweep already runs configurations in parallel.
+        # n_jobs: this process's share of the cores (a sweep worker's budget, else all).
+        # Scalable (form): each tree grows on a bootstrap of scale_threshold rows, not n.
+        cap = self.scale_threshold if self.params.get("form") == "scalable" else None
         return RandomForestClassifier(
             n_estimators=self.params["n_estimators"], max_depth=self.params["max_depth"],
             min_samples_leaf=self.params["min_samples_leaf"],
-            class_weight=self._class_weight(), random_state=self.seed, n_jobs=1)
+            class_weight=self._class_weight(), random_state=self.seed,
+            max_samples=cap if cap is not None and cap < n_train else None,
+            n_jobs=thread_budget())
 
 
 class GradientBoostingHead(SklearnHead):
@@ -278,25 +336,31 @@ SPECS: tuple[HeadSpec, ...] = (
         "rbf_svm", "RBF-kernel SVM with Platt-calibrated probabilities",
         RBFSVMHead, (P("C", "float", 1.0, "inverse regularisation strength", **_C),
                      P("gamma", "float_or_str", "scale", "kernel width",
-                       choices=("scale", "auto"), **_C), CLASS_WEIGHT),
+                       choices=("scale", "auto"), **_C), CLASS_WEIGHT, FORM),
         family="sklearn", scaling="superlinear", **_KERNEL,
-        scaling_note="kernel SVM: fit time grows about as n^1.7, times 3 calibration folds"),
+        scaling_note="kernel SVM: fit time grows about as n^1.7, times 3 calibration folds",
+        scale_threshold=SCALE_ROWS,
+        scalable_form=f"{NYSTROEM_COMPONENTS} Nystroem RBF features + logistic regression"),
     HeadSpec(
         "knn", "k-nearest neighbours on standardised features",
         KNNHead, (P("n_neighbors", "int", 5, "neighbours that vote", minimum=1),
                   P("weights", "str", "uniform", "vote weighting",
-                    choices=("uniform", "distance"))),
+                    choices=("uniform", "distance")), FORM),
         family="sklearn", scaling="superlinear", **_KERNEL,
-        scaling_note="each predicted row is compared with every training row"),
+        scaling_note="each predicted row is compared with every training row",
+        scale_threshold=SCALE_ROWS,
+        scalable_form=f"a stratified sample of {SCALE_ROWS:,} reference rows"),
     HeadSpec(
         "random_forest", "random forest of decision trees",
         RandomForestHead, (P("n_estimators", "int", 200, "number of trees", minimum=1),
                            P("max_depth", "int", None, "tree depth limit", minimum=1,
                              nullable=True),
                            P("min_samples_leaf", "int", 1, "rows per leaf", minimum=1),
-                           CLASS_WEIGHT),
+                           CLASS_WEIGHT, FORM),
         family="sklearn", scaling="superlinear",
-        scaling_note="each tree sorts its rows at every split (about n log n per tree)"),
+        scaling_note="each tree sorts its rows at every split (about n log n per tree)",
+        scale_threshold=SCALE_ROWS,
+        scalable_form=f"each tree on a bootstrap of {SCALE_ROWS:,} rows (max_samples)"),
     HeadSpec(
         "gradient_boosting", "histogram gradient boosting (HistGradientBoostingClassifier)",
         GradientBoostingHead, (P("learning_rate", "float", 0.1, "shrinkage", **_C),

@@ -52,6 +52,9 @@ class Head(ABC):
     family: str = "?"
     #: File name the fitted head is saved under inside a run folder.
     filename: str = "head.bin"
+    #: Training rows past which ``form="auto"`` fits the scalable form (set from
+    #: :attr:`HeadSpec.scale_threshold` by :meth:`HeadSpec.make`; ``None``: never).
+    scale_threshold: int | None = None
 
     def __init__(self, kind: str, params: Mapping[str, Any], *, n_classes: int, seed: int = 0):
         if n_classes < 2:
@@ -74,6 +77,17 @@ class Head(ABC):
     def predict(self, x: np.ndarray) -> np.ndarray:
         """The most probable class index of each row."""
         return np.argmax(self.predict_proba(x), axis=1)
+
+    def resolve_form(self, n_train: int) -> str:
+        """The form this fit uses, written back into ``params["form"]`` (so the run records
+        it): ``"auto"`` becomes ``"scalable"`` past :attr:`scale_threshold` training rows,
+        else ``"exact"``. Kinds without a ``form`` parameter are ``"exact"``."""
+        form = str(self.params.get("form", "exact"))
+        if form == "auto":
+            past = self.scale_threshold is not None and n_train > self.scale_threshold
+            form = "scalable" if past else "exact"
+            self.params["form"] = form
+        return form
 
     def refit_params(self) -> dict[str, Any]:
         """Parameters for refitting on train+validation (where there is no validation left).
@@ -129,6 +143,11 @@ class HeadSpec:
     scaling: str = "linear"
     #: Why, in a few words, when the cost grows faster than the rows.
     scaling_note: str = ""
+    #: Training rows past which the kind's ``form="auto"`` (its default) fits a scalable
+    #: form whose cost grows about linearly (``None``: the kind has none).
+    scale_threshold: int | None = None
+    #: What that scalable form is, in a few words (announced when a sweep switches to it).
+    scalable_form: str = ""
 
     def __post_init__(self) -> None:
         if self.scaling not in SCALINGS:
@@ -143,6 +162,22 @@ class HeadSpec:
                              f"{EXPORT_FORMATS}")
         if self.layers and "keras" not in self.export_formats:
             raise ValueError(f"head {self.kind!r}: layers=True means it exports as keras")
+        if self.scale_threshold is not None and not (
+                self.scaling == "superlinear" and self.scalable_form
+                and "form" in [p.name for p in self.params]):
+            raise ValueError(f"head {self.kind!r}: a scale_threshold needs scaling="
+                             "'superlinear', a scalable_form and a 'form' parameter")
+
+    def switches(self, n_train: int, params: Mapping[str, Any]) -> bool:
+        """Whether a fit of ``params`` on ``n_train`` rows uses the scalable form."""
+        return (self.scale_threshold is not None and params.get("form") == "auto"
+                and n_train > self.scale_threshold)
+
+    def switch_note(self, n_train: int) -> str:
+        """The one line announcing the switch to the scalable form."""
+        return (f"{self.kind}: {n_train:,} training rows > {self.scale_threshold:,}: fitting "
+                f"its scalable form ({self.scalable_form}; --param form=exact keeps the "
+                "exact one)")
 
     @property
     def param_names(self) -> list[str]:
@@ -169,6 +204,8 @@ class HeadSpec:
 
     def make(self, params: Mapping[str, Any] | None = None, *, n_classes: int,
              seed: int = 0) -> Head:
-        return self.cls(self.kind, self.resolve(params), n_classes=n_classes, seed=seed)
+        head = self.cls(self.kind, self.resolve(params), n_classes=n_classes, seed=seed)
+        head.scale_threshold = self.scale_threshold
+        return head
 
 

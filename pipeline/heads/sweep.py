@@ -4,9 +4,9 @@ Protocol (what :func:`run_sweep` guarantees):
 
 1. Each cache is loaded once; its train/validation/test rows are separated once.
 2. Every configuration is fitted on **train** and scored on **validation** only.
-   scikit-learn configurations run in parallel worker processes (joblib/loky; large arrays are
-   shared as memory maps); Keras configurations run one after another in this process, where
-   TensorFlow already uses every core.
+   Configurations run in parallel worker processes (joblib/loky; large arrays are shared as
+   memory maps), the dense heads too (they train in NumPy). Workers x threads never exceed
+   the cores (:mod:`pipeline.heads.threads`).
 3. Per cache and head kind, the configuration with the best validation ``metric`` is chosen
    (ties: lower validation log-loss, then the earlier configuration). Among those, the best per
    dataset is flagged ``best_overall``.
@@ -46,6 +46,7 @@ from pipeline.heads.metrics import bootstrap_ci, classification_metrics, score_k
 from pipeline.heads.options import FitOptions
 from pipeline.heads.registry import get_head_spec
 from pipeline.heads.spec import Head
+from pipeline.heads.threads import plan, run_budgeted
 from pipeline.progress import Reporter
 
 #: The sweep run when no head is given: 11 configurations, well under a minute on ~1800x1280
@@ -302,8 +303,8 @@ def _fit_candidate(kind: str, params: dict[str, Any], n_classes: int, seed: int,
             "fit_seconds": t1 - t0, "predict_seconds": t2 - t1}
 
 
-def _fit_indexed(i: int, *args: Any) -> tuple[int, dict[str, Any]]:
-    return i, _fit_candidate(*args)
+def _fit_indexed(i: int, threads: int, *args: Any) -> tuple[int, dict[str, Any]]:
+    return i, run_budgeted(threads, _fit_candidate, *args)
 
 
 def run_sweep(caches: str | os.PathLike | Iterable[str | os.PathLike], heads: HeadsArg = None,
@@ -338,12 +339,17 @@ def run_sweep(caches: str | os.PathLike | Iterable[str | os.PathLike], heads: He
 
 def _fit_all(data: list[Split], candidates: list[Candidate], options: FitOptions,
              report: Reporter) -> None:
-    """Fit every candidate on train, score it on validation (filled in place)."""
+    """Fit every candidate on train, score it on validation (filled in place).
+
+    Every configuration (the dense heads too: they train in NumPy, no TensorFlow) runs in
+    the worker pool, the costliest kinds dispatched first; workers x threads never exceed
+    the cores (:mod:`pipeline.heads.threads`).
+    """
     from joblib import Parallel, delayed
 
-    sk = [c for c in candidates if get_head_spec(c.config.kind).family != "keras"]
-    ks = [c for c in candidates if get_head_spec(c.config.kind).family == "keras"]
-    n_jobs = options.jobs or (os.cpu_count() or 1)
+    workers, threads = plan(len(candidates), options.jobs)
+    order = sorted(range(len(candidates)), key=lambda i: get_head_spec(
+        candidates[i].config.kind).scaling != "superlinear")  # stable: else sweep order
 
     def args(c: Candidate) -> tuple:
         d = data[c.cache_index]
@@ -351,19 +357,15 @@ def _fit_all(data: list[Split], candidates: list[Candidate], options: FitOptions
                 d.x["train"], d.y["train"], d.x["validation"], d.y["validation"])
 
     report.line(f"fitting {len(candidates)} configurations on {len(data)} cache(s)")
+    for i, kind in dict.fromkeys((c.cache_index, c.config.kind) for c in candidates
+                                 if get_head_spec(c.config.kind).switches(
+                                     len(data[c.cache_index].y["train"]), c.config.params)):
+        report.line(get_head_spec(kind).switch_note(len(data[i].y["train"])))
     with report.progress(len(candidates), "configurations") as bar:
-        outs: Iterable[tuple[int, dict[str, Any]]] = ()
-        if sk:
-            # The generator dispatches in a background thread, so the Keras configurations
-            # below train here while the workers fit the scikit-learn ones.
-            par = Parallel(n_jobs=min(n_jobs, len(sk)), backend="loky",
-                           return_as="generator_unordered")
-            outs = par(delayed(_fit_indexed)(i, *args(c)) for i, c in enumerate(sk))
-        for c in ks:
-            c.record(_fit_candidate(*args(c)))
-            bar.advance(1)
-        for i, out in outs:
-            sk[i].record(out)
+        par = Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")
+        for i, out in par(delayed(_fit_indexed)(i, threads, *args(candidates[i]))
+                          for i in order):
+            candidates[i].record(out)
             bar.advance(1)
 
 
