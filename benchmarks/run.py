@@ -359,10 +359,11 @@ LINEAR_PROBE_SWEEP = [{"kind": "logreg", "C": [float(c) for c in np.logspace(-4,
 
 def run_sweep(cache: Path, heads: Any = None) -> tuple[float, dict[str, Any]]:
     """A head sweep of ``pipeline.runs.fit_heads`` on one cache (nothing saved); ``None``
-    is the default sweep."""
+    is the default sweep. Selection on validation (``cv=0``): the timing must not depend on
+    whether the subset's validation split is small enough for ``cv="auto"`` to switch on."""
     from pipeline.runs import fit_heads
 
-    seconds, res = timed(lambda: fit_heads([cache], heads=heads, save=False, quiet=True))
+    seconds, res = timed(lambda: fit_heads([cache], heads=heads, save=False, quiet=True, cv=0))
     failed = [c.config.label for c in res.candidates if c.error]
     best = res.best
     return seconds, {
