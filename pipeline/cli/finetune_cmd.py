@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import app, table_console
+from pipeline.cli.app import app, emit_json, quiet_tensorflow, table_console
 from pipeline.context import Context
 from pipeline.finetune.augment import parse_augment
 from pipeline.finetune.options import FinetuneOptions
@@ -18,6 +18,7 @@ from pipeline.finetune.options import FinetuneOptions
 ReportsOpt = Annotated[Path | None, typer.Option(
     "--reports-dir", help="Run folders (default: $PIPELINE_REPORTS_DIR or ./reports).",
     show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 RUN_HELP = ("A run id from the leaderboard (or a unique prefix of one), a row number of "
             "`pipeline runs` (#3), 'best' (the top of the leaderboard by validation metric), "
             "or a run folder path.")
@@ -59,6 +60,7 @@ def finetune(
         "longer at its recorded path (default: $PIPELINE_CACHE_DIR or ./cache).",
         show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Fine-tune base + head end to end, starting from a fitted head run.
 
@@ -76,11 +78,18 @@ def finetune(
     """
     from pipeline.finetune import finetune as run_finetune
 
-    run_finetune(run, epochs=epochs, learning_rate=learning_rate, optimizer=optimizer,
+    quiet_tensorflow()
+    result = run_finetune(run, epochs=epochs, learning_rate=learning_rate, optimizer=optimizer,
                  unfreeze_from=unfreeze_from, augment=augment, batch_size=batch_size,
                  patience=patience, class_weight=class_weight, seed=seed,
-                 ctx=Context.create(reports_dir=reports_dir, cache_dir=cache_dir, quiet=quiet),
+                 ctx=Context.create(reports_dir=reports_dir, cache_dir=cache_dir,
+                                    quiet=quiet or as_json),
                  resume=not fresh)
+    if as_json:
+        emit_json({"run_id": result.run_id, "run_dir": str(result.run_dir),
+                   "source_run": result.source_run, "validation": result.validation,
+                   "test": result.test, "best_epoch": result.best_epoch,
+                   "epochs_run": result.epochs_run, "seconds": result.seconds})
 
 
 @app.command()
@@ -111,6 +120,7 @@ def predict(
     if as_json and as_csv:
         raise PipelineError("--json and --csv are exclusive; choose one")
     paths = collect_images(images)
+    quiet_tensorflow()
     clf = load_classifier(model, reports_dir)
     results = predict_images(clf, paths, batch_size=batch_size)
     if as_json:
@@ -157,6 +167,7 @@ def export_cmd(
         "onnx: an ONNX model, every head kind (needs pip install 'pipeline[onnx]').")
     ] = "keras",
     reports_dir: ReportsOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Export a run as one self-contained model for raw images (.keras or ONNX).
 
@@ -173,7 +184,12 @@ def export_cmd(
     """
     from pipeline.finetune.export import export
 
+    quiet_tensorflow()
     result = export(run, out, fmt=fmt, reports_dir=reports_dir)
+    if as_json:
+        emit_json({"path": str(result.path), "metadata_path": result.metadata_path,
+                   "metadata": result.metadata, "check": result.check})
+        return
     where = f"; metadata {result.metadata_path}" if result.metadata_path else ""
     typer.echo(f"exported run {result.metadata['source_run']} to {result.path} (classes: "
                f"{', '.join(result.metadata['class_names'])}{where})")

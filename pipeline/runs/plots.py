@@ -6,12 +6,18 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
 
-matplotlib.use("Agg")  # files only, never a window (safe on servers and in worker threads)
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+def _pyplot() -> Any:
+    """matplotlib's pyplot on the Agg backend, imported when a plot is drawn (not when the
+    leaderboard is read: ``pipeline runs`` starts at once)."""
+    import matplotlib
+
+    matplotlib.use("Agg")  # files only, never a window (safe on servers and worker threads)
+    import matplotlib.pyplot as plt
+
+    return plt
 
 
 def save_figure(fig: Any, path: Path, title: str = "") -> Path:
@@ -20,7 +26,7 @@ def save_figure(fig: Any, path: Path, title: str = "") -> Path:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    plt.close(fig)
+    _pyplot().close(fig)
     return path
 
 def plot_confusion(path: Path, matrices: Mapping[str, Sequence[Sequence[int]]],
@@ -29,7 +35,7 @@ def plot_confusion(path: Path, matrices: Mapping[str, Sequence[Sequence[int]]],
     items = [(k, np.asarray(v)) for k, v in matrices.items() if v is not None]
     n = len(class_names)
     size = max(3.2, 0.5 * n + 2.2)
-    fig, axes = plt.subplots(1, len(items), figsize=(size * len(items), size), squeeze=False)
+    fig, axes = _pyplot().subplots(1, len(items), figsize=(size * len(items), size), squeeze=False)
     for ax, (split, cm) in zip(axes[0], items, strict=True):
         rows = cm.sum(axis=1, keepdims=True)
         share = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
@@ -52,7 +58,7 @@ def plot_learning_curve(path: Path, history: Mapping[str, Sequence[float]], titl
     panels = [m for m in ("accuracy", "loss") if history.get(m) or history.get(f"val_{m}")]
     if not panels:
         return None
-    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    fig, axes = _pyplot().subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, m in zip(axes[0], panels, strict=True):
         for key, label in ((m, "train"), (f"val_{m}", "validation")):
             vals = history.get(key)
