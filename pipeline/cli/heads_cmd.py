@@ -25,7 +25,7 @@ from pipeline.cli.app import (
     usage_errors,
 )
 from pipeline.errors import UsageError
-from pipeline.heads.options import CLASS_WEIGHTS, FitOptions
+from pipeline.heads.options import FitOptions
 
 _TOKENS_KEY = "pipeline.head_tokens"
 
@@ -64,7 +64,8 @@ def _old_class_weight_flags(args: list[str]) -> list[str]:
         if a == "--":
             return out + args[i:]
         nxt = args[i + 1] if i + 1 < len(args) else None
-        if a == "--no-class-weight" or (a == "--class-weight" and nxt not in CLASS_WEIGHTS):
+        bare = a == "--class-weight" and (nxt is None or nxt.startswith("-"))
+        if a == "--no-class-weight" or bare:
             new = "none" if a.startswith("--no-") else "balanced"
             typer.secho(f"warning: {a} is deprecated; use --class-weight {new}",
                         fg="yellow", err=True)
@@ -269,7 +270,7 @@ def _print_sweep(result: Any) -> None:
             min_width=_id_width(rows) if col == "run_id" else None)
     for r in rows:
         best = r.get("best_overall")
-        table.add_row(*("*" if best else "" if c == "best_overall" else
+        table.add_row(*(("*" if best else "") if c == "best_overall" else
                         _fmt(r.get(c), 1 if c == "fit_seconds" else 3) for c in cols),
                       style="bold green" if best else None)
     console.print(table)
