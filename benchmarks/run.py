@@ -1,6 +1,6 @@
 """Benchmarks of the feature-extraction cache: ``python benchmarks/run.py [--quick] [--out F]``.
 
-Five measures, each a small function below, every ratio measured side by side in one run
+Six measures, each a small function below, every ratio measured side by side in one run
 (same images, same base, same machine):
 
 1. ``extract_vs_*``      extraction throughput: ``pipeline`` (run_extraction) against the
@@ -18,8 +18,9 @@ Five measures, each a small function below, every ratio measured side by side in
 
 Prints the machine, a table and a Markdown table; ``--out`` writes the JSON list of
 ``{name, value, unit, target, met, detail}``. ``--only NAME`` runs one measure
-(``throughput``, ``heads``, ``cache``, ``memory``, ``reads``). Timings are wall-clock on a
-machine that may be shared: read them with the load averages printed in the header.
+(``throughput``, ``heads``, ``cache``, ``memory``, ``reads``, ``startup``). Timings are
+wall-clock on a machine that may be shared: read them with the load averages printed in the
+header.
 """
 
 from __future__ import annotations

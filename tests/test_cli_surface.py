@@ -14,7 +14,8 @@ import pytest
 from helpers import make_cache
 
 from pipeline.cli import main
-from pipeline.cli.app import ENVIRONMENT, split_list
+from pipeline.cli.app import ENVIRONMENT
+from pipeline.cli.args import split_list
 from pipeline.errors import PipelineError, UsageError
 from pipeline.experiment import parse_experiment
 from pipeline.finetune.options import FinetuneOptions

@@ -6,8 +6,9 @@ framework: only :func:`build_base` / :func:`build_extractor` import Keras.
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING, Any
+
+from pipeline.bases.lazy import load_export
 
 _EXPORTS = {
     **dict.fromkeys(("POOLINGS", "Extractor", "build_base", "build_extractor"), "extractor"),
@@ -20,12 +21,7 @@ __all__ = ["POOLINGS", "BaseSpec", "Extractor", "build_base", "build_extractor",
 
 
 def __getattr__(name: str) -> Any:
-    module = _EXPORTS.get(name)
-    if module is None:
-        raise AttributeError(f"module 'pipeline.bases' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"pipeline.bases.{module}"), name)
-    globals()[name] = value
-    return value
+    return load_export(__name__, _EXPORTS, name, globals())
 
 
 def __dir__() -> list[str]:

@@ -44,3 +44,14 @@ class LazyFunction:
 
     def __repr__(self) -> str:
         return f"<lazy {self.module}.{self.name}>"
+
+
+def load_export(package: str, exports: dict[str, str], name: str, namespace: dict) -> Any:
+    """A package's ``__getattr__`` (PEP 562): ``name`` from the submodule ``exports`` maps it
+    to, imported now and cached in the package's ``namespace``."""
+    module = exports.get(name)
+    if module is None:
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{package}.{module}"), name)
+    namespace[name] = value
+    return value

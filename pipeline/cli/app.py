@@ -3,24 +3,20 @@
 Its own module so that the command modules import it without importing the ``pipeline.cli``
 package that imports them (no import circle). ``pipeline.cli`` re-exports :data:`app`.
 
-Shared here: the table console, :func:`split_list` (every list flag accepts ``--x a --x b``
-and ``--x a,b``), :func:`emit_json` (every ``--json``), :func:`usage_errors` (a bad value
-found while parsing exits 2), :func:`quiet_tensorflow` (called only by commands that run a
-model), and the environment variables and exit statuses shown in ``pipeline --help``.
+Shared here: the table console, :func:`emit_json` (every ``--json``),
+:func:`quiet_tensorflow` (called only by commands that run a model), and the environment
+variables and exit statuses shown in ``pipeline --help``. How arguments are read (lists,
+usage errors) is in :mod:`pipeline.cli.args`.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
-from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 
 import typer
-
-from pipeline.errors import PipelineError, UsageError
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -68,28 +64,10 @@ def table_console() -> Console:
     return Console() if sys.stdout.isatty() else Console(width=200)
 
 
-def split_list(values: Iterable[str] | None) -> list[str]:
-    """A list flag's values: ``--base a --base b`` and ``--base a,b`` (or both) are the same
-    list. Empty items are dropped; order is kept; ``None`` is ``[]``."""
-    return [item.strip() for v in values or () for item in str(v).split(",") if item.strip()]
-
-
 def emit_json(obj: Any) -> None:
     """One JSON document on stdout (``--json`` of every command): indented, keys as given,
     paths and other objects as strings."""
     typer.echo(json.dumps(obj, indent=2, default=str))
-
-
-@contextlib.contextmanager
-def usage_errors() -> Iterator[None]:
-    """Inside: a :class:`PipelineError` is a bad flag or value (exit status 2), e.g. an
-    unknown base or head kind while the command line is checked, before any work."""
-    try:
-        yield
-    except UsageError:
-        raise
-    except PipelineError as e:
-        raise UsageError(str(e)) from None
 
 
 def quiet_tensorflow() -> None:

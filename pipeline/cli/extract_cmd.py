@@ -9,14 +9,8 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from pipeline.cli.app import (
-    app,
-    emit_json,
-    quiet_tensorflow,
-    split_list,
-    table_console,
-    usage_errors,
-)
+from pipeline.cli.app import app, emit_json, quiet_tensorflow, table_console
+from pipeline.cli.args import split_list, usage_errors
 from pipeline.context import Context
 from pipeline.errors import PipelineError, UsageError
 from pipeline.extract.options import DEFAULT_BASE, ExtractOptions

@@ -16,14 +16,8 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperCommand
 
-from pipeline.cli.app import (
-    app,
-    emit_json,
-    quiet_tensorflow,
-    split_list,
-    table_console,
-    usage_errors,
-)
+from pipeline.cli.app import app, emit_json, quiet_tensorflow, table_console
+from pipeline.cli.args import split_list, usage_errors
 from pipeline.errors import UsageError
 from pipeline.heads.options import FitOptions
 
