@@ -113,7 +113,7 @@ class _PlainBar(_Bar):
         super().__init__(None, None)
         self.total, self.what, self.interval, self._emit, self._clock = (
             total, what, interval, emit, clock)
-        self.done = 0
+        self.done = self._shown = 0
         self._start = self._last = clock()
 
     def advance(self, n: int) -> None:
@@ -122,11 +122,12 @@ class _PlainBar(_Bar):
             self._print()
 
     def finish(self) -> None:
-        if self.done:
+        if self.done != self._shown:  # the last count, unless just printed
             self._print()
 
     def _print(self) -> None:
         self._last = now = self._clock()
+        self._shown = self.done
         elapsed = now - self._start
         rate = self.done / elapsed if elapsed > 0 else 0.0
         left = (self.total - self.done) / rate if rate > 0 else None

@@ -234,7 +234,7 @@ def test_progress_in_a_log_is_plain_lines_with_rate_and_eta(capsys):
         for _ in range(4):
             bar.advance(1)
     lines = capsys.readouterr().err.splitlines()
-    assert len(lines) == 5  # one per advance (interval 0) and the final one
+    assert len(lines) == 4  # one per advance (interval 0); the final count is not repeated
     assert lines[-1].startswith("images: 4/4 (100%), ") and "images/s, ETA 0:00:00" in lines[-1]
     assert lines[0].startswith("images: 1/4 (25%)")
 
