@@ -76,9 +76,9 @@ def finetune(
 
         pipeline finetune best --epochs 8 --lr 1e-4 --unfreeze-from 0.3
     """
+    quiet_tensorflow()  # before the stage's modules: they import TensorFlow
     from pipeline.finetune import finetune as run_finetune
 
-    quiet_tensorflow()
     result = run_finetune(run, epochs=epochs, learning_rate=learning_rate, optimizer=optimizer,
                  unfreeze_from=unfreeze_from, augment=augment, batch_size=batch_size,
                  patience=patience, class_weight=class_weight, seed=seed,
@@ -114,13 +114,14 @@ def predict(
 
         pipeline predict best new_cells/ --csv > predictions.csv
     """
-    from pipeline.errors import PipelineError
-    from pipeline.finetune.predict import collect_images, load_classifier, predict_images
+    from pipeline.errors import UsageError
 
     if as_json and as_csv:
-        raise PipelineError("--json and --csv are exclusive; choose one")
-    paths = collect_images(images)
+        raise UsageError("--json and --csv are exclusive; choose one")
     quiet_tensorflow()
+    from pipeline.finetune.predict import collect_images, load_classifier, predict_images
+
+    paths = collect_images(images)
     clf = load_classifier(model, reports_dir)
     results = predict_images(clf, paths, batch_size=batch_size)
     if as_json:
@@ -182,9 +183,9 @@ def export_cmd(
         pipeline export best --out elpv.keras
         pipeline export best --format onnx --out elpv.onnx
     """
+    quiet_tensorflow()
     from pipeline.finetune.export import export
 
-    quiet_tensorflow()
     result = export(run, out, fmt=fmt, reports_dir=reports_dir)
     if as_json:
         emit_json({"path": str(result.path), "metadata_path": result.metadata_path,
