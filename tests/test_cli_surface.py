@@ -192,7 +192,8 @@ def test_fit_head_table_uses_leaderboard_column_names():
 
 @pytest.mark.parametrize("args", [
     ["heads"], ["bases"], ["bases", "vgg16"], ["cache", "ls"], ["cache", "info", "synth"],
-    ["cache", "verify"], ["runs"],
+    ["cache", "verify"], ["cache", "rm", "synth", "--dry-run"], ["cache", "prune", "--dry-run"],
+    ["runs"],
 ], ids=" ".join)
 def test_every_listing_command_prints_json(monkeypatch, capsys, tmp_path, cache, args):
     code, out, err = cli(monkeypatch, capsys, *args, "--json", *(

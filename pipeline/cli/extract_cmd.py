@@ -238,25 +238,26 @@ def cache_verify(caches: Annotated[list[str] | None, typer.Argument(
         raise typer.Exit(1)
 
 
-def _remove(paths: list[Path], dry_run: bool) -> None:
+def _remove(paths: list[Path], dry_run: bool, as_json: bool = False) -> None:
     from pipeline.cache.catalog import remove_caches
 
-    if dry_run:
-        for p in paths:
-            typer.echo(f"would remove {p}")
+    done = paths if dry_run else remove_caches(paths)
+    if as_json:
+        emit_json({"dry_run": dry_run, "removed": [str(p) for p in done]})
         return
-    for p in remove_caches(paths):
-        typer.echo(f"removed {p}")
+    for p in done:
+        typer.echo(f"{'would remove' if dry_run else 'removed'} {p}")
 
 
 @cache_app.command("rm")
 def cache_rm(caches: Annotated[list[str], typer.Argument(
                  help="Cache files, names in the cache folder, or unique name prefixes.")],
-             cache_dir: CacheDirOpt = None, dry_run: DryRunOpt = False) -> None:
+             cache_dir: CacheDirOpt = None, dry_run: DryRunOpt = False,
+             as_json: JsonOpt = False) -> None:
     """Remove feature sets with their work folders (refused while one is being extracted)."""
     from pipeline.cache.catalog import resolve_cache
 
-    _remove([resolve_cache(c, cache_dir) for c in caches], dry_run)
+    _remove([resolve_cache(c, cache_dir) for c in caches], dry_run, as_json)
 
 
 @cache_app.command("prune")
@@ -265,7 +266,7 @@ def cache_prune(
         "--older-than", help="Instead: remove the feature sets last written before this day "
         "(YYYY-MM-DD, UTC), whether runs use them or not.", show_default=False)] = None,
     cache_dir: CacheDirOpt = None, reports_dir: ReportsDirOpt = None,
-    dry_run: DryRunOpt = False,
+    dry_run: DryRunOpt = False, as_json: JsonOpt = False,
 ) -> None:
     """Remove the feature sets no run in the reports folder was fitted on (or, with
     --older-than, those last written before a day)."""
@@ -287,7 +288,7 @@ def cache_prune(
         keep = {Path(r.cache.path) for _, r, _ in iter_runs(settings.reports_dir(reports_dir))
                 if r.cache.path}
         paths = prune_candidates(cache_dir, keep=keep)
-    if not paths:
+    if not paths and not as_json:
         typer.echo("nothing to prune", err=True)
         return
-    _remove(paths, dry_run)
+    _remove(paths, dry_run, as_json)

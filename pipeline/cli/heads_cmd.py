@@ -377,6 +377,7 @@ def runs_rm(
     runs: list[str] = typer.Argument(..., metavar="RUN...", help="Run ids, unique prefixes, "
                                      "row numbers (#3) or run folders under the reports dir."),
     reports_dir: Path = typer.Option(None, "--reports-dir", help=REPORTS_HELP),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Delete run folders, then refresh leaderboard.csv and index.html.
 
@@ -385,7 +386,11 @@ def runs_rm(
     """
     from pipeline.runs.leaderboard import remove_runs
 
-    for run_id in remove_runs(runs, reports_dir):
+    removed = remove_runs(runs, reports_dir)
+    if as_json:
+        emit_json({"removed": list(removed)})
+        return
+    for run_id in removed:
         typer.echo(f"removed {run_id}")
 
 
