@@ -127,16 +127,7 @@ def predict(
     if as_json:
         typer.echo(json.dumps([r.as_dict() for r in results], indent=2))
     elif as_csv:
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["path", "label", "probability", *clf.class_names, "error"])
-        for r in results:
-            probs = r.probabilities or {}
-            w.writerow([r.path, r.label or "", "" if r.probability is None else
-                        f"{r.probability:.6f}",
-                        *(f"{probs[c]:.6f}" if c in probs else "" for c in clf.class_names),
-                        r.error or ""])
-        typer.echo(buf.getvalue(), nl=False)
+        typer.echo(_predictions_csv(results, clf.class_names), nl=False)
     else:
         from rich.table import Table
 
@@ -154,6 +145,20 @@ def predict(
         typer.echo(f"{len(bad)} of {len(results)} file(s) could not be decoded and got no "
                    "label", err=True)
         raise typer.Exit(1)
+
+
+def _predictions_csv(results: list, class_names: list[str]) -> str:
+    """path, label, probability, one column per class, error."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "label", "probability", *class_names, "error"])
+    for r in results:
+        probs = r.probabilities or {}
+        w.writerow([r.path, r.label or "", "" if r.probability is None else
+                    f"{r.probability:.6f}",
+                    *(f"{probs[c]:.6f}" if c in probs else "" for c in class_names),
+                    r.error or ""])
+    return buf.getvalue()
 
 
 @app.command("export")
