@@ -15,10 +15,13 @@ Six measures, each a small function below, every ratio measured side by side in 
 4. ``memory_growth``     peak RSS of extraction on N and 4N generated images (subprocesses).
 5. ``cache_read_*``      feature rows/s loaded from the HDF5 cache against ``np.load`` of the
                          same array from ``.npy``.
+6. ``cli_startup_*``     ``pipeline runs --json`` on a reports folder of 20 runs against
+                         ``python -c "import sklearn"`` (fresh processes, alternating).
 
 Prints the machine, a table and a Markdown table; ``--out`` writes the JSON list of
 ``{name, value, unit, target, met, detail}``. ``--only NAME`` runs one measure
-(``throughput``, ``heads``, ``scaling``, ``cache``, ``memory``, ``reads``). Timings are
+(``throughput``, ``heads``, ``scaling``, ``cache``, ``memory``, ``reads``, ``runtimes``,
+``startup``). Timings are
 wall-clock on a machine that may be shared: read them with the load averages printed in the
 header.
 """
@@ -45,7 +48,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import numpy as np  # noqa: E402
 
-MEASURES = ("throughput", "heads", "scaling", "cache", "memory", "reads", "runtimes")
+MEASURES = ("throughput", "heads", "scaling", "cache", "memory", "reads", "runtimes",
+            "startup")
 DEFAULT_BASE = "efficientnet_lite0"
 MEMORY_BASE = "mobilenet_v2_0.35"
 
@@ -743,6 +747,57 @@ def measure_runtimes(ctx: Context) -> list[Result]:
         result("auto_never_slower_than_tensorflow", min(c["ratio"] for c in cases), "ratio",
                f">= {RUNTIME_NOISE}", cases=cases),
     ]
+# --------------------------------------------------------------------------- 6. startup
+
+STARTUP_RUNS = 20
+STARTUP_HEADS = ("logreg", "linear_svm", "knn", "random_forest", "gradient_boosting")
+
+
+def synthetic_runs(root: Path, n_caches: int = 4) -> Path:
+    """A reports folder of ``n_caches`` x 5 scikit-learn head runs on small generated caches."""
+    from pipeline.cache import FeatureSetInfo, write_feature_set
+    from pipeline.heads import make_grid
+    from pipeline.runs import fit_heads
+
+    rng = np.random.default_rng(0)
+    caches = []
+    for i in range(n_caches):
+        y = np.arange(200) % 2
+        x = (rng.normal(size=(2, 16))[y] * 3 + rng.normal(size=(200, 16))).astype(np.float32)
+        split = np.array(["train"] * 120 + ["validation"] * 40 + ["test"] * 40)
+        caches.append(write_feature_set(
+            root / f"synth{i}.h5", features=x, labels=y, split=split,
+            ids=[f"c{y[j]}/img{j:04d}.png" for j in range(200)],
+            sha256=[f"{j:064x}" for j in range(200)],
+            info=FeatureSetInfo(class_names=["a", "b"], dataset=f"synth{i}", base="fakenet",
+                                key=f"synth{i}-fakenet", pooling="avg")))
+    grids = [make_grid(k, {"n_estimators": [20]} if k == "random_forest" else {})
+             for k in STARTUP_HEADS]
+    reports = root / "reports"
+    fit_heads(caches, grids, jobs=1, reports_dir=reports, quiet=True)
+    return reports
+
+
+def measure_startup(ctx: Context) -> list[Result]:
+    """Fresh-process wall time of ``pipeline runs --json`` on 20 runs, next to importing
+    scikit-learn (best of 7 each, alternating, so load hits both alike)."""
+    reports = synthetic_runs(ctx.fresh_dir("startup"))
+    n_runs = sum(1 for _ in reports.glob("*/config.json"))
+    cmds = {"cli": [sys.executable, "-m", "pipeline", "runs", "--json", "--reports-dir",
+                    str(reports)],
+            "sklearn": [sys.executable, "-c", "import sklearn"]}
+    best = {k: float("inf") for k in cmds}
+    for _ in range(7):
+        for k, cmd in cmds.items():
+            seconds, _ = timed(lambda cmd=cmd: subprocess.run(cmd, check=True,
+                                                              capture_output=True))
+            best[k] = min(best[k], seconds)
+    ratio = best["cli"] / best["sklearn"]
+    detail = {"runs": n_runs, "runs_json_s": round(best["cli"], 3),
+              "import_sklearn_s": round(best["sklearn"], 3)}
+    return [result("cli_startup_s", best["cli"], "s", f"<= {1.5 * best['sklearn']:.3f}",
+                   **detail),
+            result("cli_startup_vs_import_sklearn", ratio, "x", "<= 1.5", **detail)]
 
 
 # --------------------------------------------------------------------------- report
@@ -755,6 +810,7 @@ RUNNERS: dict[str, Callable[[Context], list[Result]]] = {
     "memory": measure_memory,
     "reads": measure_reads,
     "runtimes": measure_runtimes,
+    "startup": measure_startup,
 }
 
 

@@ -146,8 +146,8 @@ def _data_and_bases(doc: Mapping[str, Any], where: str) -> tuple[str, list[str],
     if not isinstance(data, str) or not data:
         raise PipelineError(f"{where}: 'data' must be a folder, a CSV manifest or 'elpv'")
     bases = doc.get("bases", ["efficientnet_lite0"])
-    if isinstance(bases, str):
-        bases = [bases]
+    if isinstance(bases, str):  # "a,b" is the list [a, b], as on the command line
+        bases = [b.strip() for b in bases.split(",") if b.strip()]
     if not isinstance(bases, list) or not bases or not all(isinstance(b, str) for b in bases):
         raise PipelineError(f"{where}: 'bases' must be a base name or a list of them")
     name = doc.get("name")

@@ -29,7 +29,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
-from pipeline.errors import PipelineError, did_you_mean
+from pipeline.errors import PipelineError, UsageError, did_you_mean
 
 
 @dataclass(frozen=True)
@@ -47,6 +47,9 @@ class OptionSpec:
     flag: str | None = None
     #: Other names accepted by :meth:`Options.from_mapping` (e.g. ``lr``).
     aliases: tuple[str, ...] = ()
+    #: Old spellings of values, still accepted with a warning: ``((old, new), ...)``
+    #: (e.g. ``((True, "balanced"), (False, "none"))`` for a flag that became a choice).
+    deprecated_values: tuple[tuple[Any, Any], ...] = ()
 
 
 def option(default: Any = dataclasses.MISSING, help: str = "", *,
@@ -54,11 +57,13 @@ def option(default: Any = dataclasses.MISSING, help: str = "", *,
            choices: tuple[Any, ...] | list[Any] | None = None,
            minimum: float | None = None, maximum: float | None = None,
            exclusive_minimum: bool = False, check: Callable[[Any], str | None] | None = None,
-           flag: str | None = None, aliases: tuple[str, ...] = ()) -> Any:
+           flag: str | None = None, aliases: tuple[str, ...] = (),
+           deprecated_values: tuple[tuple[Any, Any], ...] = ()) -> Any:
     """Declare an option field: default, help text and constraints."""
     spec = OptionSpec(help=help, choices=tuple(choices) if choices is not None else None,
                       minimum=minimum, maximum=maximum, exclusive_minimum=exclusive_minimum,
-                      check=check, flag=flag, aliases=aliases)
+                      check=check, flag=flag, aliases=aliases,
+                      deprecated_values=deprecated_values)
     if default_factory is not None:
         return dataclasses.field(default_factory=default_factory, metadata={"option": spec})
     return dataclasses.field(default=default, metadata={"option": spec})
@@ -146,20 +151,38 @@ class Options:
             spec = f.metadata.get("option")
             if spec is None:
                 continue
-            value = getattr(self, f.name)
+            value = self._undeprecated(f.name, getattr(self, f.name), spec)
             try:
                 value = _coerce(value, hints[f.name])
             except ValueError:
-                raise PipelineError(f"{self._where(f.name)} = {value!r}: expected "
-                                    f"{_describe(hints[f.name])}") from None
+                raise UsageError(f"{self._where(f.name)} = {value!r}: expected "
+                                 f"{_describe(hints[f.name])}") from None
             object.__setattr__(self, f.name, value)
             problem = _check(value, spec)
             if problem:
-                raise PipelineError(f"{self._where(f.name)} = {value!r}: {problem}")
-        self.validate()
+                raise UsageError(f"{self._where(f.name)} = {value!r}: {problem}")
+        try:
+            self.validate()
+        except UsageError:
+            raise
+        except PipelineError as e:  # a bad combination of values is a usage error too
+            raise UsageError(str(e)) from None
 
     def validate(self) -> None:
-        """Checks across fields; subclasses raise :class:`PipelineError`."""
+        """Checks across fields; subclasses raise :class:`PipelineError` (re-raised as a
+        :class:`~pipeline.errors.UsageError`: exit status 2)."""
+
+    @classmethod
+    def _undeprecated(cls, name: str, value: Any, spec: OptionSpec) -> Any:
+        """``value``, or its new spelling (with a one-line warning) if it is an old one."""
+        for old, new in spec.deprecated_values:
+            if type(value) is type(old) and value == old:
+                from pipeline.progress import Reporter
+
+                Reporter().warn(f"{cls._where(name)} = {value!r} is deprecated; "
+                                f"use {new!r}")
+                return new
+        return value
 
     @classmethod
     def _where(cls, name: str) -> str:
@@ -196,7 +219,7 @@ class Options:
         """Options from a mapping (a TOML table, keyword arguments); unknown keys are an
         error naming the expected ones. ``overrides`` that are not ``None`` win."""
         if mapping is not None and not isinstance(mapping, Mapping):
-            raise PipelineError(f"{where or cls.SECTION}: expected a table of options")
+            raise UsageError(f"{where or cls.SECTION}: expected a table of options")
         values = dict(mapping or {})
         aliases = {a: n for n in cls.names() for a in cls.spec(n).aliases}
         for alias, name in aliases.items():
@@ -206,9 +229,9 @@ class Options:
         unknown = [k for k in values if k not in names]
         if unknown:
             hint = did_you_mean(unknown[0], names, n=2)
-            raise PipelineError(f"{where or cls.SECTION}: unknown key(s) "
-                                f"{', '.join(map(str, unknown))}{hint}; expected "
-                                f"{', '.join(names)}")
+            raise UsageError(f"{where or cls.SECTION}: unknown key(s) "
+                             f"{', '.join(map(str, unknown))}{hint}; expected "
+                             f"{', '.join(names)}")
         values.update({k: v for k, v in overrides.items() if v is not None})
         if where is None:
             return cls(**values)
@@ -216,7 +239,7 @@ class Options:
             return cls(**values)
         except PipelineError as e:  # name the table as the caller knows it
             text = str(e).removeprefix(f"{cls.SECTION}: ")
-            raise PipelineError(f"{where}: {text}") from None
+            raise UsageError(f"{where}: {text}") from None
 
     def to_dict(self) -> dict[str, Any]:
         """Plain values (paths as strings, tuples as lists) for records and TOML."""

@@ -184,22 +184,22 @@ def test_two_extractions_of_one_cache_at_once(tmp_path):
     assert len(load_feature_set(files[0])) == 40
 
 
-@pytest.mark.parametrize("args, message", [
-    (["extract", "{missing}"], "no such folder"),
-    (["extract", "{data}", "--base", "resnet5"], "unknown base 'resnet5'"),
-    (["extract", "{data}", "--pooling", "median"], "unknown pooling"),
-    (["extract", "{data}", "--weights", "{missing}"], "no such file"),
-    (["extract", "{data}", "--dtype", "int8"], "unknown dtype"),
-    (["extract", "{single}"], "only one class"),
-    (["cache", "info", "{missing}"], "no such feature cache"),
+@pytest.mark.parametrize("args, message, code", [  # 2: usage error; 1: failure while running
+    (["extract", "{missing}"], "no such folder", 1),
+    (["extract", "{data}", "--base", "resnet5"], "unknown base 'resnet5'", 2),
+    (["extract", "{data}", "--pooling", "median"], "unknown pooling", 2),
+    (["extract", "{data}", "--weights", "{missing}"], "no such file", 2),
+    (["extract", "{data}", "--dtype", "int8"], "unknown dtype", 2),
+    (["extract", "{single}"], "only one class", 1),
+    (["cache", "info", "{missing}"], "no such feature cache", 1),
 ])
-def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, image_folder, args, message):
+def test_cli_bad_input_is_one_line_and_nonzero(tmp_path, image_folder, args, message, code):
     single = make_class_folder(tmp_path / "single", {"only": 3})
     fill = {"missing": str(tmp_path / "missing"), "data": str(image_folder),
             "single": str(single)}
     p = subprocess.run([sys.executable, "-m", "pipeline", *[a.format(**fill) for a in args]],
                        capture_output=True, text=True, timeout=120)
-    assert p.returncode == 2
+    assert p.returncode == code
     assert "Traceback" not in p.stderr
     lines = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and message in lines[0]

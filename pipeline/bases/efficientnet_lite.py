@@ -28,16 +28,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import keras
 import numpy as np
-from keras import layers
 
+from pipeline.bases.lazy import lazy_module
 from pipeline.bases.preprocessing import ChannelAffine
 from pipeline.bases.spec import BaseSpec
 from pipeline.bases.torch_checkpoint import load_state_dict
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_path, file_sha256
 from pipeline.settings import weights_dir
+
+# Imported when a model is built: reading the specs (`pipeline bases`) needs no framework.
+keras = lazy_module("keras")
+layers = lazy_module("keras.layers")
 
 # The official Lite input normalisation: (x - 127) / 128 on RGB in [0, 255].
 PREPROCESSING = ChannelAffine(scale=(1 / 128,) * 3, offset=(-127 / 128,) * 3)

@@ -9,9 +9,12 @@ Tests check each map against the ``preprocess_input`` function it stands for.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import keras
 import numpy as np
+
+if TYPE_CHECKING:
+    import keras
 
 
 @dataclass(frozen=True)
@@ -40,6 +43,8 @@ class ChannelAffine:
 
     def layer(self, name: str = "preprocess") -> keras.layers.Layer:
         """A frozen 1x1 convolution computing this map (identity map: a no-op layer)."""
+        import keras
+
         if self.is_identity:
             return keras.layers.Identity(name=name)
         kernel = np.zeros((1, 1, 3, 3), dtype=np.float32)

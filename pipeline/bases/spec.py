@@ -4,15 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import keras
+from typing import TYPE_CHECKING, Any
 
 from pipeline.bases.preprocessing import ChannelAffine
 
+if TYPE_CHECKING:
+    import keras
+
 # build(input_shape, weights) -> headless convolutional base (no top, no pooling).
 # ``weights`` is None (random init), "imagenet", or a local weights file path.
-Builder = Callable[[tuple[int, int, int], str | None], keras.Model]
+Builder = Callable[[tuple[int, int, int], str | None], "keras.Model"]
 
 
 @dataclass(frozen=True)
@@ -31,3 +32,8 @@ class BaseSpec:
     params: dict[str, Any] = field(default_factory=dict)
     # True when --weights imagenet needs no network (weights shipped by a package).
     offline: bool = False
+    #: Channels of the base's output at its default cut (the pooled feature size), and its
+    #: parameter count without the top; declared in :mod:`pipeline.bases.table` so that
+    #: ``pipeline bases`` shows them without building a model (a test checks them).
+    feature_size: int | None = None
+    param_count: int | None = None

@@ -15,10 +15,12 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
-import keras
 import numpy as np
 
+from pipeline.bases.lazy import lazy_module
 from pipeline.errors import PipelineError
+
+keras = lazy_module("keras")  # parsing --weights needs no framework
 
 IMAGENET = "imagenet"
 NONE = "none"

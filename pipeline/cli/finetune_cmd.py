@@ -10,7 +10,7 @@ from typing import Annotated
 
 import typer
 
-from pipeline.cli.app import app, table_console
+from pipeline.cli.app import app, emit_json, quiet_tensorflow, table_console
 from pipeline.context import Context
 from pipeline.finetune.augment import parse_augment
 from pipeline.finetune.options import FinetuneOptions
@@ -18,6 +18,7 @@ from pipeline.finetune.options import FinetuneOptions
 ReportsOpt = Annotated[Path | None, typer.Option(
     "--reports-dir", help="Run folders (default: $PIPELINE_REPORTS_DIR or ./reports).",
     show_default=False)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as JSON on stdout.")]
 RUN_HELP = ("A run id from the leaderboard (or a unique prefix of one), a row number of "
             "`pipeline runs` (#3), 'best' (the top of the leaderboard by validation metric), "
             "or a run folder path.")
@@ -59,6 +60,7 @@ def finetune(
         "longer at its recorded path (default: $PIPELINE_CACHE_DIR or ./cache).",
         show_default=False)] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress output.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Fine-tune base + head end to end, starting from a fitted head run.
 
@@ -74,13 +76,20 @@ def finetune(
 
         pipeline finetune best --epochs 8 --lr 1e-4 --unfreeze-from 0.3
     """
+    quiet_tensorflow()  # before the stage's modules: they import TensorFlow
     from pipeline.finetune import finetune as run_finetune
 
-    run_finetune(run, epochs=epochs, learning_rate=learning_rate, optimizer=optimizer,
+    result = run_finetune(run, epochs=epochs, learning_rate=learning_rate, optimizer=optimizer,
                  unfreeze_from=unfreeze_from, augment=augment, batch_size=batch_size,
                  patience=patience, class_weight=class_weight, seed=seed,
-                 ctx=Context.create(reports_dir=reports_dir, cache_dir=cache_dir, quiet=quiet),
+                 ctx=Context.create(reports_dir=reports_dir, cache_dir=cache_dir,
+                                    quiet=quiet or as_json),
                  resume=not fresh)
+    if as_json:
+        emit_json({"run_id": result.run_id, "run_dir": str(result.run_dir),
+                   "source_run": result.source_run, "validation": result.validation,
+                   "test": result.test, "best_epoch": result.best_epoch,
+                   "epochs_run": result.epochs_run, "seconds": result.seconds})
 
 
 @app.command()
@@ -105,27 +114,20 @@ def predict(
 
         pipeline predict best new_cells/ --csv > predictions.csv
     """
-    from pipeline.errors import PipelineError
-    from pipeline.finetune.predict import collect_images, load_classifier, predict_images
+    from pipeline.errors import UsageError
 
     if as_json and as_csv:
-        raise PipelineError("--json and --csv are exclusive; choose one")
+        raise UsageError("--json and --csv are exclusive; choose one")
+    quiet_tensorflow()
+    from pipeline.finetune.predict import collect_images, load_classifier, predict_images
+
     paths = collect_images(images)
     clf = load_classifier(model, reports_dir)
     results = predict_images(clf, paths, batch_size=batch_size)
     if as_json:
         typer.echo(json.dumps([r.as_dict() for r in results], indent=2))
     elif as_csv:
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(["path", "label", "probability", *clf.class_names, "error"])
-        for r in results:
-            probs = r.probabilities or {}
-            w.writerow([r.path, r.label or "", "" if r.probability is None else
-                        f"{r.probability:.6f}",
-                        *(f"{probs[c]:.6f}" if c in probs else "" for c in clf.class_names),
-                        r.error or ""])
-        typer.echo(buf.getvalue(), nl=False)
+        typer.echo(_predictions_csv(results, clf.class_names), nl=False)
     else:
         from rich.table import Table
 
@@ -145,6 +147,20 @@ def predict(
         raise typer.Exit(1)
 
 
+def _predictions_csv(results: list, class_names: list[str]) -> str:
+    """path, label, probability, one column per class, error."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["path", "label", "probability", *class_names, "error"])
+    for r in results:
+        probs = r.probabilities or {}
+        w.writerow([r.path, r.label or "", "" if r.probability is None else
+                    f"{r.probability:.6f}",
+                    *(f"{probs[c]:.6f}" if c in probs else "" for c in class_names),
+                    r.error or ""])
+    return buf.getvalue()
+
+
 @app.command("export")
 def export_cmd(
     run: Annotated[str, typer.Argument(help=RUN_HELP)] = "best",
@@ -157,6 +173,7 @@ def export_cmd(
         "onnx: an ONNX model, every head kind (needs pip install 'pipeline[onnx]').")
     ] = "keras",
     reports_dir: ReportsOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Export a run as one self-contained model for raw images (.keras or ONNX).
 
@@ -171,9 +188,14 @@ def export_cmd(
         pipeline export best --out elpv.keras
         pipeline export best --format onnx --out elpv.onnx
     """
+    quiet_tensorflow()
     from pipeline.finetune.export import export
 
     result = export(run, out, fmt=fmt, reports_dir=reports_dir)
+    if as_json:
+        emit_json({"path": str(result.path), "metadata_path": result.metadata_path,
+                   "metadata": result.metadata, "check": result.check})
+        return
     where = f"; metadata {result.metadata_path}" if result.metadata_path else ""
     typer.echo(f"exported run {result.metadata['source_run']} to {result.path} (classes: "
                f"{', '.join(result.metadata['class_names'])}{where})")

@@ -16,8 +16,9 @@ from rich.console import Console
 from rich.table import Table
 from typer.core import TyperCommand
 
-from pipeline.cli.app import app, table_console
-from pipeline.errors import PipelineError
+from pipeline.cli.app import app, emit_json, quiet_tensorflow, table_console
+from pipeline.cli.args import split_list, usage_errors
+from pipeline.errors import UsageError
 from pipeline.heads.options import FitOptions
 
 _TOKENS_KEY = "pipeline.head_tokens"
@@ -31,6 +32,7 @@ class _OrderedHeadArgs(TyperCommand):
     """
 
     def parse_args(self, ctx: Any, args: list[str]) -> list[str]:
+        args = _old_class_weight_flags(args)
         tokens: list[tuple[str, str]] = []
         i = 0
         while i < len(args):
@@ -44,8 +46,49 @@ class _OrderedHeadArgs(TyperCommand):
                 elif a.startswith(f"--{opt}="):
                     tokens.append((opt, a.split("=", 1)[1]))
             i += 1
-        ctx.meta[_TOKENS_KEY] = tokens
+        ctx.meta[_TOKENS_KEY] = head_tokens(tokens)
         return super().parse_args(ctx, args)
+
+
+def _old_class_weight_flags(args: list[str]) -> list[str]:
+    """The old on/off spelling of fit-head's class weights (``--class-weight`` alone,
+    ``--no-class-weight``) as ``--class-weight balanced|none``, with a warning."""
+    out: list[str] = []
+    for i, a in enumerate(args):
+        if a == "--":
+            return out + args[i:]
+        nxt = args[i + 1] if i + 1 < len(args) else None
+        bare = a == "--class-weight" and (nxt is None or nxt.startswith("-"))
+        if a == "--no-class-weight" or bare:
+            new = "none" if a.startswith("--no-") else "balanced"
+            typer.secho(f"warning: {a} is deprecated; use --class-weight {new}",
+                        fg="yellow", err=True)
+            out += ["--class-weight", new]
+        else:
+            out.append(a)
+    return out
+
+
+def head_tokens(tokens: list[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The ordered ``--head``/``--param`` tokens with lists spelled either way: ``--head
+    a,b`` is ``--head a --head b`` (the ``--param`` values after it apply to each), and
+    ``--param C=1 --param C=10`` under one head is ``--param C=1,10``."""
+    groups: list[tuple[list[str], dict[str, list[str]]]] = []
+    loose: list[tuple[str, str]] = []  # a --param before any --head: left for the error
+    for what, value in tokens:
+        if what == "head":
+            groups.append((split_list([value]), {}))
+        elif not groups:
+            loose.append((what, value))
+        else:
+            name, _, values = value.partition("=")
+            groups[-1][1].setdefault(name.strip(), []).append(values)
+    out = list(loose)
+    for kinds, params in groups:
+        for kind in kinds:
+            out.append(("head", kind))
+            out += [("param", f"{name}={','.join(vals)}") for name, vals in params.items()]
+    return out
 
 
 def _console() -> Console:
@@ -60,8 +103,11 @@ def _fmt(v: Any, digits: int = 3) -> str:
     return str(v)
 
 
+JsonOpt = typer.Option(False, "--json", help="Print the result as JSON on stdout.")
+
+
 @app.command("heads")
-def heads_list() -> None:
+def heads_list(as_json: bool = JsonOpt) -> None:
     """List the head kinds and their parameters (names, types, defaults).
 
     Use them with `pipeline fit-head CACHE --head KIND --param NAME=V1,V2`.
@@ -69,6 +115,14 @@ def heads_list() -> None:
     from pipeline.heads import list_heads
     from pipeline.heads.params import format_value
 
+    if as_json:
+        emit_json([{"kind": s.kind, "library": s.family, "what": s.summary,
+                    "export_formats": list(s.export_formats), "finetunable": s.finetunable,
+                    "scaling": s.scaling,
+                    "parameters": [{"name": p.name, "default": format_value(p.default),
+                                    "expected": p.expected} for p in s.params]}
+                   for s in list_heads()])
+        return
     table = Table(title="head kinds", show_lines=True)
     for col in ("kind", "library", "what", "can", "parameters (default)"):
         table.add_column(col)
@@ -112,18 +166,19 @@ def fit_head(
                                         "cache info`). Several caches (e.g. two bases) are "
                                         "compared in one leaderboard."),
     head: list[str] = typer.Option(None, "--head", metavar="KIND",
-                                   help="Head kind to fit (repeatable). None: the default "
-                                   "sweep of 11 configurations."),
+                                   help="Head kind to fit (repeatable, or a,b). None: the "
+                                   "default sweep of 11 configurations."),
     param: list[str] = typer.Option(None, "--param", metavar="NAME=V1,V2,...",
                                     help="Values to try for a parameter of the preceding "
-                                    "--head (repeatable). Typed: C=0.1,1  max_depth=none,8  "
+                                    "--head (repeatable; C=0.1 --param C=1 is C=0.1,1). "
+                                    "Typed: C=0.1,1  max_depth=none,8  "
                                     "hidden_layer_sizes=256,256x128."),
     metric: str = typer.Option(FitOptions.default("metric"), help=FitOptions.help("metric")),
     refit: bool = typer.Option(FitOptions.default("refit"), "--refit/--no-refit",
                                help=FitOptions.help("refit")),
-    class_weight: bool = typer.Option(FitOptions.default("class_weight") == "balanced",
-                                      "--class-weight/--no-class-weight",
-                                      help=FitOptions.help("class_weight")),
+    class_weight: str = typer.Option(FitOptions.default("class_weight"), "--class-weight",
+                                     metavar="balanced|none",
+                                     help=FitOptions.help("class_weight")),
     jobs: int = typer.Option(FitOptions.default("jobs"), "--jobs", "-j",
                              help=FitOptions.help("jobs")),
     seed: int = typer.Option(FitOptions.default("seed"), help=FitOptions.help("seed")),
@@ -134,21 +189,68 @@ def fit_head(
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Where cache names are looked "
                                    "up (default: $PIPELINE_CACHE_DIR or ./cache)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    as_json: bool = typer.Option(False, "--json", help="Print the chosen runs as JSON rows "
+                                 "(the columns of `pipeline runs --json`) and the failed "
+                                 "configurations."),
 ) -> None:
     from pipeline.heads import parse_head_args
     from pipeline.runs import fit_heads
 
     tokens = ctx.meta.get(_TOKENS_KEY)
     if tokens is None:  # invoked without our parser (should not happen)
-        tokens = [("head", h) for h in head or []]
+        tokens = [("head", h) for h in split_list(head)]
     if param and not head:
-        raise PipelineError("--param must follow the --head it applies to")
-    grids = parse_head_args(tokens) if head else None
-    result = fit_heads(caches, grids, metric=metric, refit=refit,
-                       class_weight="balanced" if class_weight else "none", jobs=jobs,
-                       seed=seed, cv=cv, reports_dir=reports_dir, cache_dir=cache_dir,
-                       quiet=quiet)
+        raise UsageError("--param must follow the --head it applies to")
+    with usage_errors():
+        grids = parse_head_args(tokens) if head else None
+        options = FitOptions(metric=metric, refit=refit, class_weight=class_weight, jobs=jobs,
+                             seed=seed, cv=cv)
+    if _runs_keras(grids):
+        quiet_tensorflow()
+    result = fit_heads(caches, grids, metric=options.metric, refit=options.refit,
+                       class_weight=options.class_weight, jobs=options.jobs,
+                       seed=options.seed, cv=options.cv, reports_dir=reports_dir,
+                       cache_dir=cache_dir, quiet=quiet or as_json)
+    if as_json:
+        emit_json(sweep_json(result))
+        return
     _print_sweep(result)
+
+
+def _runs_keras(grids: list[Any] | None) -> bool:
+    """Whether a sweep fits a Keras head (the default sweep does); an all-scikit-learn sweep
+    never imports TensorFlow."""
+    from pipeline.heads import DEFAULT_SWEEP, get_head_spec
+
+    kinds = [g.kind for g in grids] if grids is not None else [k for k, _ in DEFAULT_SWEEP]
+    return any(get_head_spec(k).family == "keras" for k in kinds)
+
+
+#: fit-head's table: columns of the leaderboard (same names as `pipeline runs`, the CSV and
+#: the HTML page); ``{m}`` is the selection metric.
+SWEEP_COLUMNS = ("best_overall", "dataset", "base", "layer", "input_size", "pooling", "config",
+                 "val_{m}", "test_{m}", "test_accuracy", "test_roc_auc", "fit_seconds",
+                 "run_id")
+
+
+def _sweep_rows(result: Any) -> list[dict[str, Any]]:
+    """The leaderboard rows of a sweep's chosen runs (best overall first per dataset)."""
+    from pipeline.runs.leaderboard import all_rows
+
+    if result.reports_dir is None:
+        return []
+    ids = {r.run_id for r in result.runs}
+    rows = [r for r in all_rows(result.reports_dir) if r["run_id"] in ids]
+    return sorted(rows, key=lambda r: (r["dataset"], not r.get("best_overall")))
+
+
+def sweep_json(result: Any) -> dict[str, Any]:
+    """A sweep as JSON: its chosen runs as leaderboard rows and its failed configurations."""
+    return {"metric": result.metric, "refit": result.refit,
+            "reports_dir": str(result.reports_dir) if result.reports_dir else None,
+            "runs": _sweep_rows(result),
+            "failed": [{"config": c.config.label, "error": c.error}
+                       for c in result.candidates if c.error]}
 
 
 def _print_sweep(result: Any) -> None:
@@ -156,25 +258,21 @@ def _print_sweep(result: Any) -> None:
     m = result.metric
     table = Table(title=f"chosen per head kind (by validation {m}; test evaluated once"
                   f"{', after refit on train+validation' if result.refit else ''})")
-    cols = ("best_overall", "dataset", "base", "layer", "input_size", "pooling", "config",
-            f"val_{m}", f"test_{m}", "test_accuracy", "test_roc_auc", "fit_seconds", "run_id")
+    cols = [c.format(m=m) for c in SWEEP_COLUMNS]
+    rows = _sweep_rows(result)
     for col in cols:
         table.add_column(_header(col), justify="right" if col in _NUMERIC or col.startswith(
             ("val_", "test_", "fit")) else "left",
-            min_width=_id_width(result.runs) if col == "run_id" else None)
-    for r in sorted(result.runs, key=lambda r: (r.dataset, not r.best_overall)):
-        info = result.splits[r.cache_index].info if result.splits else None
-        table.add_row("*" if r.best_overall else "", r.dataset, r.base,
-                      _fmt(getattr(info, "layer", None)), _fmt(getattr(info, "input_size", None)),
-                      _fmt(getattr(info, "pooling", None)), r.config.label,
-                      _fmt(r.validation.get(m)), _fmt(r.test.get(m)),
-                      _fmt(r.test.get("accuracy")), _fmt(r.test.get("roc_auc")),
-                      _fmt(r.validation.get("fit_seconds"), 1), r.run_id,
-                      style="bold green" if r.best_overall else None)
+            min_width=_id_width(rows) if col == "run_id" else None)
+    for r in rows:
+        best = r.get("best_overall")
+        table.add_row(*(("*" if best else "") if c == "best_overall" else
+                        _fmt(r.get(c), 1 if c == "fit_seconds" else 3) for c in cols),
+                      style="bold green" if best else None)
     console.print(table)
-    failed = [c for c in result.candidates if c.error]
-    for c in failed:
-        console.print(f"[yellow]failed:[/] {c.config.label}: {c.error}")
+    for c in result.candidates:
+        if c.error:
+            console.print(f"[yellow]failed:[/] {c.config.label}: {c.error}")
     if result.reports_dir is not None:
         console.print(f"reports: {result.reports_dir}  (leaderboard: `pipeline runs`, "
                       f"{result.reports_dir / 'index.html'})")
@@ -228,9 +326,11 @@ app.add_typer(runs_app, name="runs")
 @runs_app.callback(invoke_without_command=True)
 def runs(
     ctx: typer.Context,
-    dataset: str = typer.Option(None, help="Only runs on this dataset (e.g. elpv)."),
-    base: str = typer.Option(None, help="Only runs on features of this base."),
-    head: str = typer.Option(None, help="Only runs of this head kind."),
+    dataset: list[str] = typer.Option(None, help="Only runs on these datasets (e.g. elpv; "
+                                      "repeat or a,b)."),
+    base: list[str] = typer.Option(None, help="Only runs on features of these bases (repeat "
+                                   "or a,b)."),
+    head: list[str] = typer.Option(None, help="Only runs of these head kinds (repeat or a,b)."),
     sort: str = typer.Option(None, help="Sort by a metric (validation value: balanced_accuracy"
                              ", accuracy, f1_macro, roc_auc, log_loss), a val_/test_ column "
                              "(e.g. test_accuracy) or a column such as fit_seconds "
@@ -255,13 +355,18 @@ def runs(
     if ctx.invoked_subcommand is not None:
         return
     reports = default_reports(reports_dir)
-    rows = leaderboard(reports, dataset=dataset, base=base, head=head, sort=sort)
+    with usage_errors():
+        sort_column(sort)
+    wanted = {"dataset": split_list(dataset), "base": split_list(base),
+              "head": split_list(head)}
+    rows = [r for r in leaderboard(reports, sort=sort)
+            if all(not v or r.get(k) in v for k, v in wanted.items())]
     if as_json:
         typer.echo(to_json(rows[:limit] if limit else rows))
         return
     if not rows:
         _console().print(f"no runs in {reports}" + (" match the filters" if any(
-            (dataset, base, head)) else "; `pipeline fit-head CACHE` makes some"))
+            wanted.values()) else "; `pipeline fit-head CACHE` makes some"))
         return
     _print_leaderboard(rows, sort_column(sort), limit)
     files = [reports / n for n in (CSV_NAME, HTML_NAME) if (reports / n).is_file()]
@@ -274,6 +379,7 @@ def runs_rm(
     runs: list[str] = typer.Argument(..., metavar="RUN...", help="Run ids, unique prefixes, "
                                      "row numbers (#3) or run folders under the reports dir."),
     reports_dir: Path = typer.Option(None, "--reports-dir", help=REPORTS_HELP),
+    as_json: bool = JsonOpt,
 ) -> None:
     """Delete run folders, then refresh leaderboard.csv and index.html.
 
@@ -282,7 +388,11 @@ def runs_rm(
     """
     from pipeline.runs.leaderboard import remove_runs
 
-    for run_id in remove_runs(runs, reports_dir):
+    removed = remove_runs(runs, reports_dir)
+    if as_json:
+        emit_json({"removed": list(removed)})
+        return
+    for run_id in removed:
         typer.echo(f"removed {run_id}")
 
 
@@ -298,6 +408,8 @@ def run(
     print_default: bool = typer.Option(False, "--print-default", help="Print the default "
                                        "experiment file (a template) and exit."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
+    as_json: bool = typer.Option(False, "--json", help="Print the chosen runs as JSON rows "
+                                 "(as `fit-head --json`)."),
 ) -> None:
     """Run a whole experiment: extract features (cached), fit and compare heads, report.
 
@@ -312,9 +424,14 @@ def run(
     if print_default:
         typer.echo(DEFAULT_EXPERIMENT_TOML, nl=False)
         return
-    experiment = load_experiment(config)
+    with usage_errors():  # a bad experiment file is found before any work
+        experiment = load_experiment(config)
+    quiet_tensorflow()  # an experiment extracts (and its default sweep fits a dense head)
     result = run_experiment(experiment, reports_dir=reports_dir, cache_dir=cache_dir,
-                            jobs=jobs, quiet=quiet)
+                            jobs=jobs, quiet=quiet or as_json)
+    if as_json:
+        emit_json(dict(sweep_json(result.sweep), best_run_dir=str(result.sweep.best.run_dir)))
+        return
     _print_sweep(result.sweep)
     datasets = {r.dataset for r in result.sweep.runs}
     rows = [r for r in leaderboard(result.reports_dir) if r["dataset"] in datasets]

@@ -35,7 +35,12 @@ def extract(data: str | Path, bases: Sequence[str] = (DEFAULT_BASE,),
             **kwargs: Any) -> list[Path]:
     """Extract features of ``data`` with each base; return one cache path per base.
 
-    See :func:`run_extraction` for the arguments.
+    See :func:`run_extraction` for the arguments. Example::
+
+        from pipeline.extract import extract
+        from pipeline.cache import load_feature_set
+        paths = extract("photos/", ["efficientnet_lite0", "mobilenet_v2"], pooling="avg")
+        X, y = load_feature_set(paths[0]).xy("train")   # a second call is a cache hit
     """
     return [r.path for r in run_extraction(data, bases, options, ctx=ctx, cache_dir=cache_dir,
                                            quiet=quiet, **kwargs)]

@@ -55,7 +55,11 @@ def export(source: str | os.PathLike = "best", out: str | os.PathLike | None = N
 
     ``out`` defaults to ``<run folder>/exported.<fmt>``; its extension must match ``fmt``.
     A head that cannot be exported in ``fmt`` is refused with one line naming the formats it
-    can be exported in.
+    can be exported in. Example::
+
+        from pipeline.finetune import export
+        exported = export("best", "model.keras")      # or fmt="onnx", "model.onnx"
+        keras.models.load_model(exported.path)         # uint8 images in, probabilities out
     """
     if fmt not in EXPORT_FORMATS:
         raise PipelineError(f"--format {fmt!r}: expected one of {', '.join(EXPORT_FORMATS)}")

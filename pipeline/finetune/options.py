@@ -64,7 +64,8 @@ class FinetuneOptions(Options):
     patience: int = option(
         3, "Epochs without a better validation loss before stopping (0: never).", minimum=0)
     class_weight: str | None = option(
-        None, "'balanced' or 'none' (not given: the head's own setting).", choices=CLASS_WEIGHTS)
+        None, "balanced | none (not given: the head's own setting).", choices=CLASS_WEIGHTS,
+        deprecated_values=((True, "balanced"), (False, "none")))
     seed: int = option(0, "Seed for augmentation and shuffling.")
 
     @classmethod

@@ -224,7 +224,11 @@ def predict(source: str | os.PathLike, images: Sequence[str | os.PathLike] | str
     """Label each image (files and/or folders) with the model ``source`` names.
 
     ``source``: ``RUN_ID``, ``best`` (top of the leaderboard), a run folder or a ``.keras``
-    or ``.onnx`` file. Undecodable files come back with ``error`` set and no label.
+    or ``.onnx`` file. Undecodable files come back with ``error`` set and no label. Example::
+
+        from pipeline.finetune import predict
+        for p in predict("best", ["new_cells/"]):
+            print(p.path, p.label, p.probability, p.error)
     """
     if isinstance(images, str | os.PathLike):
         images = [images]

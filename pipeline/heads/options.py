@@ -8,6 +8,8 @@ from pipeline.heads.metrics import DEFAULT_METRIC, SELECTION_METRICS
 from pipeline.options import Options, option
 
 CLASS_WEIGHTS = ("none", "balanced")
+#: The old true/false spelling (``class_weight = true`` in TOML), accepted with a warning.
+OLD_CLASS_WEIGHTS = ((True, "balanced"), (False, "none"))
 
 
 def _check_metric(metric: str) -> str | None:
@@ -56,8 +58,9 @@ class FitOptions(Options):
                          check=_check_metric)
     refit: bool = option(False, "Refit each chosen configuration on train+validation before "
                          "the test.")
-    class_weight: str = option("none", "Weight classes by inverse frequency (heads that "
-                               "support it) - for imbalanced data.", choices=CLASS_WEIGHTS)
+    class_weight: str = option("none", "balanced: weight classes by inverse frequency (heads "
+                               "that support it), for imbalanced data; none: equal weights.",
+                               choices=CLASS_WEIGHTS, deprecated_values=OLD_CLASS_WEIGHTS)
     jobs: int | None = option(None, "Parallel workers for scikit-learn heads (default: all "
                               "cores; -1 = all).", check=_check_jobs)
     seed: int = option(0, "Random seed of every head.")

@@ -20,8 +20,6 @@ import zipfile
 from pathlib import Path
 from typing import Any
 
-import skops.io
-
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_write_bytes
 
@@ -82,6 +80,8 @@ def save_estimator(estimator: Any, path: str | Path) -> Path:
 
     Refuses to write what :func:`load_estimator` would refuse to read.
     """
+    import skops.io  # here, not at load: skops imports pandas (`pipeline runs` starts fast)
+
     path = Path(path)
     data = skops.io.dumps(estimator, compression=zipfile.ZIP_DEFLATED)
     _audit(data, f"the {type(estimator).__name__} to save to {path.name}")
@@ -100,6 +100,8 @@ def load_estimator(path: str | Path) -> Any:
     except OSError as e:
         raise PipelineError(f"cannot read the head file {path}: {e.strerror}") from None
     trusted = _audit(data, f"the head file {path}")
+    import skops.io
+
     return skops.io.loads(data, trusted=trusted)
 
 
@@ -115,6 +117,8 @@ def _audit(data: bytes, what: str) -> list[str]:
                             "refused without loading it")
     _refuse_outside(types, what)
     # skops' own audit, a second check: it knows node kinds whose types this walk may miss.
+    import skops.io
+
     untrusted = set(skops.io.get_untrusted_types(data=data))
     _refuse_outside(untrusted, what)
     return sorted(untrusted)

@@ -43,6 +43,13 @@ def fit_heads(
     see :class:`~pipeline.heads.FitOptions` (validated before any work).
     ``reports_dir``/``quiet`` (or ``ctx``): where run folders go, and the progress output.
     ``extra_config`` is stored in each run's ``config.json`` as ``experiment``.
+
+    Example::
+
+        from pipeline.heads import make_grid
+        from pipeline.runs import fit_heads
+        result = fit_heads(paths, [make_grid("logreg", {"C": [0.01, 0.1, 1]}), "knn"])
+        result.best.config.label, result.best.test["balanced_accuracy"], result.best.run_dir
     """
     options = FitOptions(metric=metric, refit=refit, class_weight=class_weight or "none",
                          jobs=jobs, seed=seed, cv=cv)
