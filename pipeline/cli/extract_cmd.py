@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.table import Table
@@ -69,22 +69,18 @@ def extract(
     address: Annotated[str | None, typer.Option(help=EO.help("address"))] = None,
     work_dir: Annotated[str | None, typer.Option(help=EO.help("work_dir"))] = None,
     workers: Annotated[int | None, typer.Option(help=EO.help("workers"))] = None,
-    gpus_per_worker: Annotated[float | None, typer.Option(help=EO.help("gpus_per_worker"))] \
-        = None,
-    cpus_per_worker: Annotated[float | None, typer.Option(help=EO.help("cpus_per_worker"))] \
-        = None,
+    gpus_per_worker: Annotated[float | None, typer.Option(help=EO.help("gpus_per_worker"))] = None,
+    cpus_per_worker: Annotated[float | None, typer.Option(help=EO.help("cpus_per_worker"))] = None,
     as_json: JsonOpt = False,
 ) -> None:
     """Run pretrained bases once over a dataset and cache their features in HDF5.
 
-    Re-running is a cache hit; added or changed images are the only ones extracted; an
-    interrupted run resumes where it stopped. Example:
-
-        pipeline extract elpv --base efficientnet_lite0 --base mobilenet_v2 --weights imagenet
+    A rerun is a cache hit; only new or changed images are extracted; an interrupted run
+    resumes. Example: pipeline extract elpv --base efficientnet_lite0,mobilenet_v2
     """
     from pipeline.bases.registry import get_base
 
-    # Every option is checked here, before a dataset is hashed or a model built.
+    # Every option is checked before a dataset is hashed or a model built.
     options = ExtractOptions.from_mapping(dict(
         weights=weights, input_size=input_size, layer=layer, pooling=pooling, dtype=dtype,
         batch_size=batch_size, split=split, seed=seed, elpv_levels=elpv_levels,
@@ -98,15 +94,18 @@ def extract(
             get_base(name)
     quiet_tensorflow()
     from pipeline.extract import run_extraction
-
     results = run_extraction(data, bases, options, engine=engine_options,
                              ctx=Context.create(cache_dir=cache_dir, quiet=quiet or as_json))
     if as_json:
-        emit_json([{"base": r.base, "path": str(r.path), "hit": r.hit, "rows": r.n_rows,
-                    "extracted": r.n_new, "reused": r.n_reused, "seconds": r.seconds,
-                    "images_per_s": r.images_per_s,
-                    "skipped": [{"id": i, "reason": why} for i, why in r.skipped]}
-                   for r in results])
+        emit_json([_result_row(r) for r in results])
+
+
+def _result_row(r: Any) -> dict[str, Any]:
+    """One extraction result as ``--json`` prints it."""
+    return {"base": r.base, "path": str(r.path), "hit": r.hit, "rows": r.n_rows,
+            "extracted": r.n_new, "reused": r.n_reused, "seconds": r.seconds,
+            "images_per_s": r.images_per_s,
+            "skipped": [{"id": i, "reason": why} for i, why in r.skipped]}
 
 
 @app.command()

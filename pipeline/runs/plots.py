@@ -32,12 +32,11 @@ def pyplot() -> Any:
 def save_figure(fig: Any, path: Path, title: str = "") -> Path:
     """Title, tighten, write as PNG and free the figure (every plot of a run ends here)."""
     plt = pyplot()
-
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
-    pyplot().close(fig)
+    plt.close(fig)
     return path
 
 
@@ -49,7 +48,7 @@ def plot_confusion(path: Path, matrices: Mapping[str, Sequence[Sequence[int]]],
     items = [(k, np.asarray(v)) for k, v in matrices.items() if v is not None]
     n = len(class_names)
     size = max(3.2, 0.5 * n + 2.2)
-    fig, axes = pyplot().subplots(1, len(items), figsize=(size * len(items), size), squeeze=False)
+    fig, axes = plt.subplots(1, len(items), figsize=(size * len(items), size), squeeze=False)
     for ax, (split, cm) in zip(axes[0], items, strict=True):
         rows = cm.sum(axis=1, keepdims=True)
         share = np.divide(cm, rows, out=np.zeros(cm.shape, dtype=float), where=rows > 0)
@@ -74,7 +73,7 @@ def plot_learning_curve(path: Path, history: Mapping[str, Sequence[float]], titl
     panels = [m for m in ("accuracy", "loss") if history.get(m) or history.get(f"val_{m}")]
     if not panels:
         return None
-    fig, axes = pyplot().subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), squeeze=False)
     for ax, m in zip(axes[0], panels, strict=True):
         for key, label in ((m, "train"), (f"val_{m}", "validation")):
             vals = history.get(key)
