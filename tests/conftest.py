@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import os
+import tempfile
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# Converted models and `--runtime auto` choices: per test session, never the user's own
+# ~/.cache/pipeline/runtimes (subprocesses inherit it too).
+os.environ["PIPELINE_RUNTIMES_DIR"] = tempfile.mkdtemp(prefix="pipeline-runtimes-")
 
 from pathlib import Path  # noqa: E402
 
