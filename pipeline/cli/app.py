@@ -32,6 +32,18 @@ ENVIRONMENT: dict[str, str] = {
     "XDG_CACHE_HOME": "parent of the default weights folder (default ~/.cache)",
     "PIPELINE_TF_LOGS": "set to 1 to show TensorFlow's start-up logs (hidden by default)",
     "TF_CPP_MIN_LOG_LEVEL": "TensorFlow's C++ log level; set to 3 unless already set",
+    "PIPELINE_RUNTIMES_DIR": "extractors converted for --runtime onnxruntime|openvino and the "
+                             "remembered --runtime auto choices (default "
+                             "$XDG_CACHE_HOME/pipeline/runtimes)",
+    "PIPELINE_ENGINE": "extract's --engine when the flag is not given (local or ray)",
+    "RAY_ADDRESS": "extract's --address for --engine ray when the flag is not given",
+    "PIPELINE_RAY_KILL_WORKER_AFTER": "tests only: a Ray model worker kills itself after its "
+                                      "k-th batch (k:MARKER), to test recovery",
+    "MPLBACKEND": "matplotlib's backend; set to Agg (files only) unless already set",
+    "OMP_NUM_THREADS": "set inside the sweep's worker processes so workers x threads never "
+                       "exceeds the cores (also OPENBLAS_NUM_THREADS, MKL_NUM_THREADS)",
+    "OPENBLAS_NUM_THREADS": "see OMP_NUM_THREADS",
+    "MKL_NUM_THREADS": "see OMP_NUM_THREADS",
 }
 
 EXIT_STATUSES = ("0 success; 1 a failure while running (or `cache verify` / `predict` found "
