@@ -28,12 +28,8 @@ MARKER = "<!-- usage -->"
 
 #: Lines of the usage block that do not run here, and why.
 SKIP = {
-    "pipeline run": "the whole ELPV experiment with ImageNet weights (minutes, the network); "
+    "pipeline run": "the whole ELPV experiment with its real pretrained weights (minutes); "
                     "`pipeline run experiment.toml` below runs the same code on generated data",
-    "pipeline cache info elpv-efficientnet_lite0 --json":
-        "wrong in the README: cache files are named DATASET-IDENTITY-BASE-OPTIONS.h5, so this "
-        "prefix matches nothing; `pipeline cache info elpv- --json` works (replace the line, "
-        "then drop this entry)",
 }
 #: Lines run after the rest of the block (they read a file a later line writes).
 DEFERRED = {"pipeline predict model.keras images/"}
@@ -184,27 +180,17 @@ def test_every_usage_line_runs(tmp_path, monkeypatch):
 
 
 #: The README's Python section: a notebook session (extract, load features, fit heads, read
-#: the leaderboard as rows). The test runs it on generated data: the ``extract`` call gets
-#: ``weights="none", input_size=32`` and the dataset path substituted.
-SESSION = '''\
-from pipeline.extract import extract
-from pipeline.cache import load_feature_set
-from pipeline.heads import make_grid
-from pipeline.runs import fit_heads, leaderboard
+#: the leaderboard as rows), the ``python`` block after this marker. The test runs it on
+#: generated data: the ``extract`` call gets ``weights="none", input_size=32`` and the dataset
+#: path substituted.
+SESSION_MARKER = "<!-- python-session -->"
 
-paths = extract("elpv", ["efficientnet_lite0"])          # one cache per base; reruns hit it
-fs = load_feature_set(paths[0])
-X_train, y_train = fs.xy("train")                         # numpy arrays, ready for anything
-print(X_train.shape, fs.class_names)
 
-result = fit_heads(paths, [make_grid("logreg", {"C": [0.01, 0.1, 1]}), "knn"])
-best = result.best                                        # chosen on validation
-print(best.config.label, best.test["balanced_accuracy"], best.run_dir)
-
-rows = leaderboard("reports")                             # list of dicts, best first
-for r in rows[:5]:
-    print(r["#"], r["head"], r["config"], r["val_balanced_accuracy"], r["test_accuracy"])
-'''
+def session_block(text: str) -> str:
+    rest = text.split(SESSION_MARKER, 1)[1]
+    block = re.search(r"```python\n(.*?)```", rest, re.S)
+    assert block, "no ```python block after the session marker"
+    return block.group(1)
 
 
 def test_the_notebook_session_runs(tmp_path, monkeypatch, capsys):
@@ -212,10 +198,11 @@ def test_the_notebook_session_runs(tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PIPELINE_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("PIPELINE_REPORTS_DIR", str(tmp_path / "reports"))
-    code = SESSION.replace('extract("elpv", ["efficientnet_lite0"])',
+    text = session_block(README.read_text(encoding="utf-8"))
+    code = text.replace('extract("elpv", ["efficientnet_lite0"])',
                            'extract("cells", ["efficientnet_lite0"], weights="none", '
                            'input_size=32, quiet=True)')
-    assert code != SESSION
+    assert code != text
     session: dict = {}
     exec(compile(code, "README session", "exec"), session)  # our own README text
     rows, result = session["rows"], session["result"]
