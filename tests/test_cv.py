@@ -147,8 +147,9 @@ def test_dense_heads_stop_early_inside_each_fold_and_refit_for_the_median(tmp_pa
     fits = _log_fits(monkeypatch, KerasDenseHead, lambda head, y, y_val: (
         len(y), None if y_val is None else len(y_val), head.params["epochs"], head.best_epoch))
     cache = make_cache(tmp_path / "c.h5", n=50, d=4)  # 30 train + 10 validation
+    # jobs=1: the folds fit in this process, where the spy is installed
     result = fit_heads(cache, [make_grid("dense", {"epochs": [6], "patience": [2]})], cv=4,
-                       save=False, quiet=True)
+                       jobs=1, save=False, quiet=True)
     *folds, refit = fits
     assert len(folds) == 4
     # Each fold trains on 80% of its 30 training rows and stops early on the other 20%;

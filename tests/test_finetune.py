@@ -580,7 +580,8 @@ def test_moved_reports_and_cache_predict_and_finetune(world, tmp_path):
                                    str(reports), "--cache-dir", str(cache_dir)])
     assert out.exit_code == 0, out.output
     assert f"#1 -> {result.runs[0].run_id}" in out.output  # the resolved run is echoed
-    (tuned,) = [d for d in reports.iterdir() if d.is_dir() and d.name != result.runs[0].run_id]
+    (tuned,) = [d for d in reports.iterdir() if (d / "config.json").is_file()
+                and d.name != result.runs[0].run_id]
     record = RunRecord.read(tuned)
     assert record.is_finetuned and record.cache.path == str((cache_dir /
                                                              world["cache"].name).resolve())

@@ -54,7 +54,7 @@ def test_a_sweep_worker_fits_within_its_share(tmp_path):
 
     cache = make_cache(tmp_path / "c.h5", n=60, d=6)
     result = run_sweep([cache], [{"kind": "random_forest", "n_estimators": [3, 4]},
-                                 {"kind": "logreg"}], FitOptions())
+                                 {"kind": "logreg"}], FitOptions(cv=0))
     workers, per = threads.plan(3, None)
     for c in result.candidates:
         if c.config.kind == "random_forest":
