@@ -39,9 +39,19 @@ def finetune(
         "`pipeline heads`); 'best' picks "
         "the best such head run and says which better runs it skipped.")] = "best",
     epochs: Annotated[int | None, _opt("epochs")] = None,
-    learning_rate: Annotated[float | None, _opt("learning_rate", "--learning-rate",
-                                                "--lr")] = None,
+    learning_rate: Annotated[str | None, _opt("learning_rate", "--learning-rate",
+                                              "--lr")] = None,
     optimizer: Annotated[str | None, _opt("optimizer")] = None,
+    metric: Annotated[str | None, _opt("metric")] = None,
+    schedule: Annotated[str | None, _opt("schedule")] = None,
+    warmup: Annotated[float | None, _opt("warmup")] = None,
+    weight_decay: Annotated[float | None, _opt("weight_decay", "--weight-decay")] = None,
+    label_smoothing: Annotated[float | None, _opt("label_smoothing",
+                                                  "--label-smoothing")] = None,
+    cached: Annotated[str | None, _opt("cached")] = None,
+    find_lr: Annotated[bool, typer.Option(
+        "--find-lr", help="Only run the learning-rate range test: plot lr_find.png in the "
+        "head run's folder and print a suggested rate (use it with --lr auto).")] = False,
     unfreeze_from: Annotated[str | None, _opt("unfreeze_from", "--unfreeze-from")] = None,
     augment: Annotated[str | None, _opt(
         "augment", show_default=parse_augment("default").describe())] = None,
@@ -73,14 +83,24 @@ def finetune(
     else from the defaults shown. Example:
 
         pipeline finetune best --epochs 8 --lr 1e-4 --unfreeze-from 0.3
+        pipeline finetune best --find-lr        (then --lr auto uses its suggestion)
     """
+    from pipeline.finetune import find_learning_rate
     from pipeline.finetune import finetune as run_finetune
+    from pipeline.finetune.options import parse_learning_rate
 
-    run_finetune(run, epochs=epochs, learning_rate=learning_rate, optimizer=optimizer,
-                 unfreeze_from=unfreeze_from, augment=augment, batch_size=batch_size,
-                 patience=patience, class_weight=class_weight, seed=seed,
-                 ctx=Context.create(reports_dir=reports_dir, cache_dir=cache_dir, quiet=quiet),
-                 resume=not fresh)
+    given = dict(epochs=epochs, learning_rate=None if learning_rate is None else
+                 parse_learning_rate(learning_rate), optimizer=optimizer, metric=metric,
+                 schedule=schedule, warmup=warmup, weight_decay=weight_decay,
+                 label_smoothing=label_smoothing, cached=cached, unfreeze_from=unfreeze_from,
+                 augment=augment, batch_size=batch_size, patience=patience,
+                 class_weight=class_weight, seed=seed)
+    ctx = Context.create(reports_dir=reports_dir, cache_dir=cache_dir, quiet=quiet)
+    if find_lr:
+        found = find_learning_rate(run, ctx=ctx, **given)
+        typer.echo(f"suggested learning rate: {found.suggestion:.3g} (plot: {found.plot})")
+        return
+    run_finetune(run, ctx=ctx, resume=not fresh, **given)
 
 
 @app.command()

@@ -85,12 +85,14 @@ def _size(tensors: list[Any]) -> int:
     return sum(math.prod(int(d) for d in t.shape[1:]) for t in tensors)
 
 
-def choose_cut(base: keras.Model, start: int | None) -> int | None:
+def choose_cut(base: keras.Model, start: int | None, search: bool = True) -> int | None:
     """Where to cut for training start ``start`` (``None``: the base's output); ``None``
-    when nothing below stays frozen."""
+    when nothing below stays frozen. ``search=False``: exactly at ``start``."""
     start = len(base.layers) if start is None else start
     if start < 2:
         return None
+    if not search:
+        return start
     best, best_size = start, _size(_crossing(base, start))
     for k in range(start - 1, max(1, start - CUT_WINDOW) - 1, -1):
         size = _size(_crossing(base, k))
@@ -112,7 +114,8 @@ def _chain_after(model: keras.Model, layer: Any) -> list[Any] | None:
     return rest
 
 
-def split_classifier(classifier: keras.Model, start: int | None) -> Split | None:
+def split_classifier(classifier: keras.Model, start: int | None, search: bool = True
+                     ) -> Split | None:
     """The classifier as ``bottom`` + ``top`` for training from base layer ``start``
     (``None``: base frozen); ``None`` if it cannot be cut (nothing frozen, or a model that
     is not ``image -> features[pre -> base -> post] -> head chain``)."""
@@ -120,7 +123,7 @@ def split_classifier(classifier: keras.Model, start: int | None) -> Split | None
 
     base = find_base(classifier)
     features = classifier.get_layer(FEATURES)
-    cut = choose_cut(base, start)
+    cut = choose_cut(base, start, search)
     after_base = _chain_after(features, base)
     after_features = _chain_after(classifier, features)
     pre = features.layers[1:next(i for i, lyr in enumerate(features.layers) if lyr is base)]

@@ -121,4 +121,5 @@ def _plots(prepared: Prepared, trained: Trained, evaluated: Evaluated, folder: R
                     "test": evaluated.test["confusion_matrix"]},
                    prepared.rebuilt.class_names, title)
     plot_joined_curve(folder.path / "learning_curve.png", head_history, trained.history,
-                      prepared.initial, trained.best_epoch, title)
+                      prepared.initial, trained.best_epoch, title,
+                      metric=prepared.options.metric)
