@@ -85,22 +85,24 @@ def finetune(
         pipeline finetune best --epochs 8 --lr 1e-4 --unfreeze-from 0.3
         pipeline finetune best --find-lr        (then --lr auto uses its suggestion)
     """
+    given = {k: v for k, v in locals().items() if k in FinetuneOptions.names()}
+    _finetune(run, given, find_lr=find_lr, resume=not fresh,
+              ctx=Context.create(reports_dir=reports_dir, cache_dir=cache_dir, quiet=quiet))
+
+
+def _finetune(run: str, given: dict, *, find_lr: bool, resume: bool, ctx: Context) -> None:
+    """Fine-tune, or with ``find_lr`` only run the LR finder and print its suggestion."""
     from pipeline.finetune import find_learning_rate
     from pipeline.finetune import finetune as run_finetune
     from pipeline.finetune.options import parse_learning_rate
 
-    given = dict(epochs=epochs, learning_rate=None if learning_rate is None else
-                 parse_learning_rate(learning_rate), optimizer=optimizer, metric=metric,
-                 schedule=schedule, warmup=warmup, weight_decay=weight_decay,
-                 label_smoothing=label_smoothing, cached=cached, unfreeze_from=unfreeze_from,
-                 augment=augment, batch_size=batch_size, patience=patience,
-                 class_weight=class_weight, seed=seed)
-    ctx = Context.create(reports_dir=reports_dir, cache_dir=cache_dir, quiet=quiet)
+    if given.get("learning_rate") is not None:
+        given["learning_rate"] = parse_learning_rate(given["learning_rate"])
     if find_lr:
         found = find_learning_rate(run, ctx=ctx, **given)
         typer.echo(f"suggested learning rate: {found.suggestion:.3g} (plot: {found.plot})")
         return
-    run_finetune(run, ctx=ctx, resume=not fresh, **given)
+    run_finetune(run, ctx=ctx, resume=resume, **given)
 
 
 @app.command()
