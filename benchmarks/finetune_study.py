@@ -135,7 +135,11 @@ def main() -> None:
     ap.add_argument("--epochs", type=int, default=6)
     ap.add_argument("--budget-minutes", type=float, default=60.0)
     ap.add_argument("--table", type=Path, help="only print the table of this JSONL file")
+    for name, values in GRID.items():
+        ap.add_argument(f"--{name.replace('_', '-')}", nargs="+", default=values,
+                        type=float if name == "learning_rate" else str, help="grid values")
     args = ap.parse_args()
+    GRID.update({name: getattr(args, name) for name in GRID})
     if args.table:
         print(table(read(args.table)))
         return
