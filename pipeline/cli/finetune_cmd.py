@@ -54,7 +54,8 @@ def finetune(
         "head run's folder and print a suggested rate (use it with --lr auto).")] = False,
     unfreeze_from: Annotated[str | None, _opt("unfreeze_from", "--unfreeze-from")] = None,
     augment: Annotated[str | None, _opt(
-        "augment", show_default=parse_augment("default").describe())] = None,
+        "augment", show_default=parse_augment(FinetuneOptions.default("augment")).describe()
+    )] = None,
     batch_size: Annotated[int | None, _opt("batch_size")] = None,
     patience: Annotated[int | None, _opt("patience")] = None,
     class_weight: Annotated[str | None, _opt(

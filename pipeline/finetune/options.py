@@ -22,7 +22,9 @@ from pipeline.options import Options, option
 #: The optimizers fine-tuning accepts: names in :data:`pipeline.heads.training.OPTIMIZERS`
 #: (the heads stage also allows adamw). A literal, so the schema loads without the heads layer.
 OPTIMIZERS: tuple[str, ...] = ("adam", "rmsprop", "sgd")
-DEFAULT_LEARNING_RATE = 1e-5
+# Defaults chosen on validation by benchmarks/finetune_study.py (see the README).
+DEFAULT_LEARNING_RATE = 1e-4
+DEFAULT_AUGMENT = "flip=horizontal,rotation=0,zoom=0"
 CLASS_WEIGHTS = ("none", "balanced")
 #: The heads' selection metrics, plus ``loss`` (validation log loss, as Keras names it).
 METRICS: tuple[str, ...] = (*SELECTION_METRICS, "loss")
@@ -63,7 +65,7 @@ class FinetuneOptions(Options):
     SECTION = "finetune"
 
     epochs: int = option(
-        10, "Epoch budget. Training stops earlier when the validation --metric has not "
+        5, "Epoch budget. Training stops earlier when the validation --metric has not "
         "improved for --patience epochs; the best epoch's weights are kept (the head's own, "
         "epoch 0, if no epoch beats it). With --schedule cosine the budget sets the decay.",
         minimum=1)
@@ -98,10 +100,12 @@ class FinetuneOptions(Options):
         "= top 30%), 'all', or 'none' (head only). BatchNormalization always stays frozen, in "
         "inference mode.", check=_problem(parse_unfreeze))
     augment: str | dict | Augmentation = option(
-        "default", "Training-only augmentation before the base: 'none', 'default', or options "
-        "flip=horizontal|vertical|horizontal_and_vertical|none, rotation=F (fraction of a "
-        "turn), zoom=F, translation=F, contrast=F joined by commas; unnamed options keep their "
-        "defaults.", check=_problem(parse_augment))
+        DEFAULT_AUGMENT, "Training-only augmentation: 'none', 'dihedral' (both flips and "
+        "quarter turns), 'default' (Keras tutorials: flip=horizontal,rotation=0.1,zoom=0.1), "
+        "or options flip=horizontal|vertical|horizontal_and_vertical|none, rot90=true, "
+        "rotation=F (fraction of a turn), zoom=F, translation=F, contrast=F joined by commas; "
+        "unnamed options keep the 'default' values. Flips and rot90 alone are exact and let "
+        "epochs run on cached activations (--cached).", check=_problem(parse_augment))
     batch_size: int = option(32, "Images per training step.", minimum=1)
     patience: int = option(
         3, "Epochs without a better validation --metric before stopping (0: never).",
