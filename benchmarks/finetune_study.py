@@ -28,7 +28,8 @@ from pathlib import Path
 import numpy as np
 
 #: The grid: learning rate x unfreeze point x augmentation (others at their defaults).
-GRID = {"learning_rate": [1e-4, 3e-4], "unfreeze_from": ["0.5"], "augment": ["dihedral"]}
+GRID = {"learning_rate": [1e-4, 3e-4], "unfreeze_from": ["0.5"], "augment": ["dihedral"],
+        "patience": [3]}
 
 
 def generated_run(root: Path) -> Path:
@@ -66,7 +67,7 @@ def run_study(run: Path, out: Path, seeds: int, epochs: int, budget: float) -> N
     from pipeline.finetune import finetune
 
     t_start = time.perf_counter()
-    settings = [dict(zip(GRID, values, strict=True))
+    settings = [{**dict(zip(GRID, values, strict=True)), "epochs": epochs}
                 for values in itertools.product(*GRID.values())]
     have = {(json.dumps(r["setting"], sort_keys=True), r["seed"]) for r in read(out)}
     for seed, setting in itertools.product(range(seeds), settings):  # seed-major: partial
@@ -76,8 +77,8 @@ def run_study(run: Path, out: Path, seeds: int, epochs: int, budget: float) -> N
         if time.perf_counter() - t_start > budget * 60:
             print(f"budget of {budget:g} min spent; stopping (rerun to continue)")
             return
-        res = finetune(run, epochs=epochs, seed=seed, reports_dir=out.parent / "study_runs",
-                       quiet=True, **setting)
+        res = finetune(run, seed=seed, reports_dir=out.parent / "study_runs", quiet=True,
+                       **setting)
         row = {"setting": setting, "seed": seed, "epochs": epochs,
                "best_epoch": res.best_epoch, "epochs_run": res.epochs_run,
                "seconds": res.seconds, "run": str(res.run_dir),
@@ -137,7 +138,8 @@ def main() -> None:
     ap.add_argument("--table", type=Path, help="only print the table of this JSONL file")
     for name, values in GRID.items():
         ap.add_argument(f"--{name.replace('_', '-')}", nargs="+", default=values,
-                        type=float if name == "learning_rate" else str, help="grid values")
+                        type={"learning_rate": float, "patience": int}.get(name, str),
+                        help="grid values")
     args = ap.parse_args()
     GRID.update({name: getattr(args, name) for name in GRID})
     if args.table:
