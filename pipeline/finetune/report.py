@@ -49,8 +49,9 @@ def plot_joined_curve(path: Path, head_history: Mapping[str, Sequence[float]] | 
             # Connect the phases: last head value, or the model before fine-tuning (epoch 0).
             if head_vals and ft_vals:
                 xs, ft_vals = [start, *xs], [head_vals[-1], *ft_vals]
-            elif label == "validation" and initial and initial.get(m) is not None and ft_vals:
-                xs, ft_vals = [start, *xs], [initial[m], *ft_vals]
+            first = (initial or {}).get("log_loss" if m == "loss" else m)
+            if not head_vals and label == "validation" and first is not None and ft_vals:
+                xs, ft_vals = [start, *xs], [first, *ft_vals]
             if ft_vals:
                 ax.plot(xs, ft_vals, color=colour, marker="o", markersize=3,
                         label=f"{label} (fine-tuning)")
