@@ -390,8 +390,8 @@ def test_finetune_options_precedence_given_over_table_over_default():
     ({"epochs": 2.5}, r"epochs .* expected a whole number"),
     ({"epochs": 0}, r"epochs .* expected a value at least 1"),
     ({"patience": True}, r"patience .* expected a whole number"),
-    ({"learning_rate": "fast"}, r"learning_rate .* expected a number"),
-    ({"lr": -1e-5}, r"learning_rate .* above 0"),
+    ({"learning_rate": "fast"}, r"learning_rate .* expected a positive number or 'auto'"),
+    ({"lr": -1e-5}, r"learning_rate .* expected a positive number or 'auto'"),
     ({"optimizer": "adamw"}, r"optimizer \(--optimizer\) = 'adamw': expected one of adam, "
                              r"rmsprop, sgd"),
     ({"class_weight": "inverse"}, r"class_weight .* expected one of none, balanced"),
@@ -413,7 +413,8 @@ def test_finetune_options_unknown_key_names_the_expected_ones():
         FinetuneOptions.from_mapping({"epoch": 3}, "exp.toml [finetune]")
     msg = str(e.value)
     assert "\n" not in msg and msg.startswith("exp.toml [finetune]: unknown key(s) epoch")
-    assert "expected epochs, learning_rate, optimizer, unfreeze_from, augment, batch_size, " \
+    assert "expected epochs, learning_rate, optimizer, metric, schedule, warmup, " \
+        "weight_decay, label_smoothing, cached, unfreeze_from, augment, batch_size, " \
         "patience, class_weight, seed" in msg
     with pytest.raises(PipelineError, match="expected a table"):
         FinetuneOptions.from_mapping(["epochs"], "exp.toml [finetune]")
@@ -433,7 +434,7 @@ def test_cli_takes_help_and_defaults_from_the_options_schema():
     text = " ".join(r.output.split())
     for name in ("epochs", "patience", "batch_size"):
         assert " ".join(FinetuneOptions.help(name).split()) in text, name
-    assert "--lr" in text and "[default: (1e-5)]" in text and "[default: (0.3)]" in text
+    assert "--lr" in text and "[default: (0.0003)]" in text and "[default: (0.3)]" in text
 
 
 def test_training_helpers_shared_with_the_heads_stage():
@@ -469,7 +470,8 @@ def test_keep_best_keeps_the_best_epoch_and_its_patience_across_restarts(tmp_pat
     keep.checkpoint(0, 0.9)  # the starting point competes too
     best_weights = [np.array(w) for w in model.get_weights()]
     keep.on_epoch_end(0, {"val_loss": 1.0})  # epoch 1: worse, nothing saved
-    assert keep.best == {"epoch": 0, "val_loss": 0.9} and not model.stop_training
+    assert keep.best == {"epoch": 0, "metric": "log_loss", "value": 0.9, "val_loss": 0.9} \
+        and not model.stop_training
     assert json.loads((tmp_path / KeepBest.STATE_FILE).read_text()) == keep.best
 
     # A restart: a new callback on the same folder carries on (Keras' would start afresh).
@@ -485,7 +487,8 @@ def test_keep_best_keeps_the_best_epoch_and_its_patience_across_restarts(tmp_pat
 
     model.stop_training = False
     again.on_epoch_end(2, {"val_loss": 0.5})  # epoch 3: better, saved
-    assert again.best == {"epoch": 3, "val_loss": 0.5} and not model.stop_training
+    assert again.best == {"epoch": 3, "metric": "log_loss", "value": 0.5, "val_loss": 0.5} \
+        and not model.stop_training
     assert KeepBest(tmp_path).best_epoch == 3
     assert [p.name for p in tmp_path.iterdir() if "weights" in p.name] == [
         KeepBest.WEIGHTS_FILE]  # replaced atomically: no temporary file left

@@ -40,12 +40,23 @@ def finetune(
         "`pipeline heads`); 'best' picks "
         "the best such head run and says which better runs it skipped.")] = "best",
     epochs: Annotated[int | None, _opt("epochs")] = None,
-    learning_rate: Annotated[float | None, _opt("learning_rate", "--learning-rate",
-                                                "--lr")] = None,
+    learning_rate: Annotated[str | None, _opt("learning_rate", "--learning-rate",
+                                              "--lr")] = None,
     optimizer: Annotated[str | None, _opt("optimizer")] = None,
+    metric: Annotated[str | None, _opt("metric")] = None,
+    schedule: Annotated[str | None, _opt("schedule")] = None,
+    warmup: Annotated[float | None, _opt("warmup")] = None,
+    weight_decay: Annotated[float | None, _opt("weight_decay", "--weight-decay")] = None,
+    label_smoothing: Annotated[float | None, _opt("label_smoothing",
+                                                  "--label-smoothing")] = None,
+    cached: Annotated[str | None, _opt("cached")] = None,
+    find_lr: Annotated[bool, typer.Option(
+        "--find-lr", help="Only run the learning-rate range test: plot lr_find.png in the "
+        "head run's folder and print a suggested rate (use it with --lr auto).")] = False,
     unfreeze_from: Annotated[str | None, _opt("unfreeze_from", "--unfreeze-from")] = None,
     augment: Annotated[str | None, _opt(
-        "augment", show_default=parse_augment("default").describe())] = None,
+        "augment", show_default=parse_augment(FinetuneOptions.default("augment")).describe()
+    )] = None,
     batch_size: Annotated[int | None, _opt("batch_size")] = None,
     patience: Annotated[int | None, _opt("patience")] = None,
     class_weight: Annotated[str | None, _opt(
@@ -75,16 +86,32 @@ def finetune(
     else from the defaults shown. Example:
 
         pipeline finetune best --epochs 8 --lr 1e-4 --unfreeze-from 0.3
+        pipeline finetune best --find-lr        (then --lr auto uses its suggestion)
     """
-    quiet_tensorflow()  # before the stage's modules: they import TensorFlow
-    from pipeline.finetune import finetune as run_finetune
+    given = {k: v for k, v in locals().items() if k in FinetuneOptions.names()}
+    _finetune(run, given, find_lr=find_lr, resume=not fresh, as_json=as_json,
+              ctx=Context.create(reports_dir=reports_dir, cache_dir=cache_dir,
+                                 quiet=quiet or as_json))
 
-    result = run_finetune(run, epochs=epochs, learning_rate=learning_rate, optimizer=optimizer,
-                 unfreeze_from=unfreeze_from, augment=augment, batch_size=batch_size,
-                 patience=patience, class_weight=class_weight, seed=seed,
-                 ctx=Context.create(reports_dir=reports_dir, cache_dir=cache_dir,
-                                    quiet=quiet or as_json),
-                 resume=not fresh)
+
+def _finetune(run: str, given: dict, *, find_lr: bool, resume: bool, as_json: bool,
+              ctx: Context) -> None:
+    """Fine-tune, or with ``find_lr`` only run the LR finder and print its suggestion."""
+    quiet_tensorflow()  # before the stage's modules: they import TensorFlow
+    from pipeline.finetune import find_learning_rate
+    from pipeline.finetune import finetune as run_finetune
+    from pipeline.finetune.options import parse_learning_rate
+
+    if given.get("learning_rate") is not None:
+        given["learning_rate"] = parse_learning_rate(given["learning_rate"])
+    if find_lr:
+        found = find_learning_rate(run, ctx=ctx, **given)
+        if as_json:
+            emit_json({"suggestion": found.suggestion, "plot": str(found.plot)})
+        else:
+            typer.echo(f"suggested learning rate: {found.suggestion:.3g} (plot: {found.plot})")
+        return
+    result = run_finetune(run, ctx=ctx, resume=resume, **given)
     if as_json:
         emit_json({"run_id": result.run_id, "run_dir": str(result.run_dir),
                    "source_run": result.source_run, "validation": result.validation,

@@ -42,7 +42,7 @@ _EXPORTS: dict[str, str] = {
     "Classifier": "predict", "Prediction": "predict", "load_classifier": "predict",
     "predict": "predict",
     "RunRef": "source", "resolve_run": "source",
-    "FinetuneResult": "train", "finetune": "train",
+    "FinetuneResult": "train", "finetune": "train", "find_learning_rate": "train",
     "DEFAULT_UNFREEZE": "unfreeze", "Unfrozen": "unfreeze", "parse_unfreeze": "unfreeze",
     "unfreeze": "unfreeze",
 }
@@ -51,8 +51,8 @@ __all__ = [
     "DEFAULT_LEARNING_RATE", "DEFAULT_UNFREEZE", "NO_AUGMENTATION", "OPTIMIZERS",
     "Augmentation", "Classifier", "EpochLog", "Exported", "FinetuneOptions", "FinetuneResult",
     "FoldedHead", "KeepBest", "Prediction", "RunRef", "Unfrozen", "export", "export_model",
-    "finetune", "fold_head", "load_classifier", "parse_augment", "parse_unfreeze", "predict",
-    "rebuild_classifier", "resolve_run", "training_model", "unfreeze",
+    "finetune", "find_learning_rate", "fold_head", "load_classifier", "parse_augment",
+    "parse_unfreeze", "predict", "rebuild_classifier", "resolve_run", "training_model", "unfreeze",
 ]
 
 
@@ -90,5 +90,5 @@ if TYPE_CHECKING:
     from pipeline.finetune.options import DEFAULT_LEARNING_RATE, OPTIMIZERS, FinetuneOptions
     from pipeline.finetune.predict import Classifier, Prediction, load_classifier, predict
     from pipeline.finetune.source import RunRef, resolve_run
-    from pipeline.finetune.train import FinetuneResult, finetune
+    from pipeline.finetune.train import FinetuneResult, find_learning_rate, finetune
     from pipeline.finetune.unfreeze import DEFAULT_UNFREEZE, Unfrozen, parse_unfreeze, unfreeze

@@ -87,12 +87,13 @@ def rebuild_classifier(cache: CacheRef | Mapping[str, Any], loaded: Any,
 
 
 def training_model(classifier: keras.Model, augmentation: Augmentation,
-                   seed: int = 0) -> keras.Model:
-    """``image -> augmentation (training only) -> classifier``."""
+                   seed: int = 0, exact: bool = True) -> keras.Model:
+    """``image -> augmentation (training only) -> classifier`` (``exact=False``: without the
+    flips, which the training feed applies)."""
     size = classifier.inputs[0].shape[1:]
     inp = keras.Input(tuple(size), name="image")
     x = inp
-    for layer in augmentation.layers(seed):
+    for layer in augmentation.layers(seed, exact=exact):
         x = layer(x)
     return keras.Model(inp, classifier(x), name="finetune")
 

@@ -117,10 +117,13 @@ def run_settings(src: RunRef, cache_key: str | None, options: FinetuneOptions
     return {
         "source_run": src.run_id, "source_head_sha256": src.record.head.sha256,
         "cache_key": cache_key, "unfreeze_from": str(options.unfreeze_spec),
-        "learning_rate": float(options.learning_rate), "optimizer": options.optimizer,
+        "learning_rate": options.learning_rate if options.learning_rate == "auto"
+        else float(options.learning_rate), "optimizer": options.optimizer,
         "augment": options.augmentation.as_dict(), "batch_size": options.batch_size,
         "patience": options.patience, "class_weight": options.class_weight,
-        "seed": options.seed,
+        "seed": options.seed, "metric": options.metric, "schedule": options.schedule,
+        "warmup": options.warmup, "weight_decay": options.weight_decay,
+        "label_smoothing": options.label_smoothing, "cached": options.cached,
     }
 
 

@@ -86,7 +86,8 @@ def run_record(prepared: Prepared, trained: Trained, evaluated: Evaluated, folde
                                        for k, v in loaded.params.items()
                                        if k in ("C", "learning_rate", "units"))
     params = {"from": from_label, "unfreeze_from": settings["unfreeze_from"],
-              "learning_rate": settings["learning_rate"], "optimizer": settings["optimizer"],
+              "learning_rate": settings.get("learning_rate_found", settings["learning_rate"]),
+              "optimizer": settings["optimizer"],
               "augment": prepared.augmentation.describe(), "epochs": trained.epochs_run}
     config = RunRecord(
         run_id=folder.run_id, created=utc_timestamp(), stage=FINETUNE_STAGE,
@@ -94,7 +95,8 @@ def run_record(prepared: Prepared, trained: Trained, evaluated: Evaluated, folde
         head=HeadFile(kind=f"{loaded.kind}+finetune", family="keras", params=params,
                       n_classes=prepared.n_classes, seed=settings["seed"], file=MODEL_FILE,
                       sha256=model_sha256),
-        selection=Selection(metric="val_loss (early stopping)", on="validation"),
+        selection=Selection(metric=f"{prepared.options.metric} (kept epoch, early stopping)",
+                            on="validation"),
         finetune=_finetune_info(prepared, folder),
         versions={"pipeline": pipeline.__version__, "keras": keras.__version__})
     sessions = folder.state.get("sessions", [])
@@ -122,4 +124,5 @@ def _plots(prepared: Prepared, trained: Trained, evaluated: Evaluated, folder: R
                     "test": evaluated.test["confusion_matrix"]},
                    prepared.rebuilt.class_names, title)
     plot_joined_curve(folder.path / "learning_curve.png", head_history, trained.history,
-                      prepared.initial, trained.best_epoch, title)
+                      prepared.initial, trained.best_epoch, title,
+                      metric=prepared.options.metric)

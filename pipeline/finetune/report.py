@@ -20,11 +20,13 @@ from pipeline.runs.plots import save_figure  # also selects the Agg backend
 def plot_joined_curve(path: Path, head_history: Mapping[str, Sequence[float]] | None,
                       finetune_history: Mapping[str, Sequence[float]],
                       initial: Mapping[str, Any] | None = None, best_epoch: int | None = None,
-                      title: str = "") -> Path | None:
-    """Accuracy and loss per epoch across both phases; ``None`` if there is nothing to plot.
+                      title: str = "", metric: str = "accuracy") -> Path | None:
+    """Accuracy, loss and (when another) the selection ``metric`` on validation per epoch
+    across both phases; ``None`` if there is nothing to plot.
 
     ``best_epoch`` counts fine-tuning epochs from 1 (0: the weights before fine-tuning).
     """
+    metric = "loss" if metric in ("loss", "log_loss") else metric
     head_history = head_history or {}
     n_head = max((len(v) for v in head_history.values() if isinstance(v, list | tuple)),
                  default=0)
@@ -33,8 +35,9 @@ def plot_joined_curve(path: Path, head_history: Mapping[str, Sequence[float]] | 
     if not n_head and not ft_len and not initial:
         return None
     start = n_head if n_head else 0  # fine-tuning epoch k is plotted at start + k
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8), squeeze=False)
-    for ax, m in zip(axes[0], ("accuracy", "loss"), strict=True):
+    panels = ("accuracy", "loss") + (() if metric in ("accuracy", "loss") else (metric,))
+    fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.8), squeeze=False)
+    for ax, m in zip(axes[0], panels, strict=True):
         for key, label, colour in ((m, "train", "tab:blue"), (f"val_{m}", "validation",
                                                                "tab:orange")):
             head_vals = list(head_history.get(key) or [])
@@ -46,15 +49,17 @@ def plot_joined_curve(path: Path, head_history: Mapping[str, Sequence[float]] | 
             # Connect the phases: last head value, or the model before fine-tuning (epoch 0).
             if head_vals and ft_vals:
                 xs, ft_vals = [start, *xs], [head_vals[-1], *ft_vals]
-            elif label == "validation" and initial and initial.get(m) is not None and ft_vals:
-                xs, ft_vals = [start, *xs], [initial[m], *ft_vals]
+            first = (initial or {}).get("log_loss" if m == "loss" else m)
+            if not head_vals and label == "validation" and first is not None and ft_vals:
+                xs, ft_vals = [start, *xs], [first, *ft_vals]
             if ft_vals:
                 ax.plot(xs, ft_vals, color=colour, marker="o", markersize=3,
                         label=f"{label} (fine-tuning)")
         ax.axvline(start + 0.5 if n_head else 0.5, color="black", linestyle="--", linewidth=1,
                    label="fine-tuning starts")
         if best_epoch is not None:
-            ax.axvline(start + best_epoch, color="grey", linestyle=":", label="kept epoch")
+            ax.axvline(start + best_epoch, color="grey", linestyle=":",
+                       label=f"kept epoch ({best_epoch}, best validation {metric})")
         ax.set_xlabel("epoch (head phase, then fine-tuning)" if n_head else
                       "fine-tuning epoch (0 = head before fine-tuning)")
         ax.set_ylabel(m)

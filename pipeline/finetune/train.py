@@ -8,9 +8,12 @@
    layer) and compare it with the head's ``predict_proba`` on validation before any training
    (``initial_max_abs_diff``); unfreeze the requested top of the base (BatchNorm stays in
    inference mode).
-2. :func:`train`: augmentation before the base, compile with a low learning rate (default
-   1e-5), train with early stopping on validation loss keeping the best epoch's weights (the
-   starting point counts as epoch 0: if no epoch beats it, the head's weights stay). Each
+2. :func:`train`: seeded batches with exact augmentation (flips, quarter turns) drawn per
+   image (:mod:`~pipeline.finetune.feed`), from cached activations of the frozen bottom
+   when possible (:mod:`~pipeline.finetune.activations`, :mod:`~pipeline.finetune.setup`);
+   warm-up + cosine schedule, AdamW, label smoothing; early stopping on the heads'
+   validation metric (``metric``) keeping the best epoch's weights (the starting point
+   counts as epoch 0: if no epoch beats it, the head's weights stay). Each
    finished epoch is backed up in the run folder (``keras.callbacks.BackupAndRestore``), so
    running the same command again after a crash or kill resumes from the last finished epoch
    (``epochs`` is a budget and not part of a run's identity: the same settings with a larger
@@ -24,6 +27,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import dataclass, field
@@ -34,18 +38,17 @@ import keras
 
 from pipeline.context import Context
 from pipeline.fileio import utc_timestamp
-from pipeline.finetune.callbacks import EpochLog, KeepBest
+from pipeline.finetune.callbacks import EpochLog, KeepBest, Validate
 from pipeline.finetune.evaluate import evaluate
-from pipeline.finetune.model import training_model
 from pipeline.finetune.options import DEFAULT_LEARNING_RATE, OPTIMIZERS, FinetuneOptions
 from pipeline.finetune.prepare import Prepared, prepare
 from pipeline.finetune.record import record
 from pipeline.finetune.run_folder import MODEL_FILE, RunFolder, open_run_folder
+from pipeline.finetune.setup import Setup, compile_model, setup
 from pipeline.finetune.source import RunRef, resolve_run
-from pipeline.heads.training import balanced_class_weight, make_optimizer
 
-__all__ = ["DEFAULT_LEARNING_RATE", "OPTIMIZERS", "FinetuneResult", "Trained", "finetune",
-           "train"]
+__all__ = ["DEFAULT_LEARNING_RATE", "OPTIMIZERS", "FinetuneResult", "Trained",
+           "find_learning_rate", "finetune", "train"]
 
 
 @dataclass
@@ -64,6 +67,7 @@ class FinetuneResult:
     epochs_run: int = 0
     resumed_from_epoch: int = 0
     seconds: float = 0.0
+    metric: str = "balanced_accuracy"  # the validation metric that chose the kept epoch
 
     @property
     def model_path(self) -> Path:
@@ -75,7 +79,7 @@ class Trained:
     """The learning curve so far, the kept epoch, and where this session started."""
 
     history: dict[str, list[float]]
-    best: dict[str, Any]  # {"epoch", "val_loss"}; epoch 0 = the head's own weights
+    best: dict[str, Any]  # {"epoch", "metric", "value", "val_loss"}; epoch 0 = the head
     resumed_from_epoch: int = 0
 
     @property
@@ -129,9 +133,27 @@ def finetune(run: str | os.PathLike = "best", options: FinetuneOptions | None = 
         initial_max_abs_diff=prepared.initial_max_abs_diff, history=trained.history,
         best_epoch=trained.best_epoch, epochs_run=trained.epochs_run,
         resumed_from_epoch=trained.resumed_from_epoch,
-        seconds=time.perf_counter() - t_start)
+        seconds=time.perf_counter() - t_start, metric=prepared.options.metric)
     _summary(result, ctx)
     return result
+
+
+def find_learning_rate(run: str | os.PathLike = "best",
+                       options: FinetuneOptions | None = None, *, ctx: Context | None = None,
+                       **kwargs: Any) -> Any:
+    """The LR finder alone (``pipeline finetune RUN --find-lr``): the range test with the
+    options a fine-tuning run of ``run`` would use; ``lr_find.png`` and ``lr_find.json`` go
+    into the head run's folder. Returns a :class:`~pipeline.finetune.lr_find.LrFind`."""
+    from pipeline.finetune.lr_find import find_lr
+
+    ctx = ctx or Context.create(reports_dir=kwargs.pop("reports_dir", None),
+                                cache_dir=kwargs.pop("cache_dir", None),
+                                quiet=bool(kwargs.pop("quiet", False)))
+    (options or FinetuneOptions()).with_given(kwargs)
+    src = resolve_run(run, ctx.reports_dir, head_runs_only=True, report=ctx.report)
+    _locate_cache(src, ctx)
+    prepared = prepare(src, _options(src, options, kwargs), ctx)
+    return find_lr(prepared, setup(prepared, ctx), src.run_dir, ctx)
 
 
 def _locate_cache(src: RunRef, ctx: Context) -> None:
@@ -167,51 +189,68 @@ def _summary(result: FinetuneResult, ctx: Context) -> None:
         f"fine-tuning {result.initial_validation['accuracy']:.4f}), test accuracy "
         f"{result.test['accuracy']:.4f}, balanced {result.test['balanced_accuracy']:.4f}; "
         f"{result.epochs_run} epochs, kept epoch {best}"
-        f"{' (no epoch beat the head on validation loss)' if best == 0 else ''}; "
+        f"{' (no epoch beat the head on validation ' + result.metric + ')' if best == 0 else ''}; "
         f"{result.seconds:.0f} s -> {result.run_dir}")
 
 
 def train(prepared: Prepared, folder: RunFolder, ctx: Context) -> Trained:
     """Train (or resume training) in ``folder`` until the epoch budget or early stopping."""
     opts = prepared.options
-    keep = KeepBest(folder.path, patience=opts.patience, target=prepared.classifier)
+    keep = KeepBest(folder.path, patience=opts.patience, target=prepared.classifier,
+                    metric=opts.metric)
     if not keep.best:
-        # The starting point competes too: if no epoch beats it on validation loss, the
-        # head's own weights are kept ("kept epoch 0").
-        keep.checkpoint(0, prepared.initial["log_loss"])
-    model = training_model(prepared.classifier, prepared.augmentation, seed=opts.seed)
-    # (Re)compiled after every change of ``trainable``; the model ends in a softmax, so the
-    # loss takes probabilities.
-    model.compile(optimizer=make_optimizer(opts.optimizer, opts.learning_rate),
-                  loss=keras.losses.SparseCategoricalCrossentropy(), metrics=["accuracy"],
-                  jit_compile=False)
+        # The starting point competes too: if no epoch beats it on the validation metric,
+        # the head's own weights are kept ("kept epoch 0").
+        value = prepared.initial.get(keep.metric)
+        keep.checkpoint(0, math.nan if value is None else float(value),
+                        float(prepared.initial["log_loss"]))
     done = folder.epochs_done()
     log = EpochLog(folder.history_path, epochs_done=done)
     if folder.state.get("status") == "trained":
         ctx.report.line(f"{folder.run_id}: training already finished; evaluating")
         return Trained(log.history, keep.best, done)
+    run = setup(prepared, ctx)
+    rate = _learning_rate(prepared, run, folder, ctx)
+    compile_model(run.model, opts, rate, run.feed.steps)
     if done:
         ctx.report.line(f"resuming {folder.run_id} after epoch {done}")
-    folder.state["sessions"].append({"start_epoch": done, "started": utc_timestamp()})
+    folder.state["sessions"].append({"start_epoch": done, "started": utc_timestamp(),
+                                     "cached_activations": run.cached})
     folder.state["status"] = "training"
     folder.write_state()
     if done < opts.epochs:
-        _fit(model, prepared, folder, [log, keep], done, quiet=ctx.quiet)
+        callbacks = [Validate(run.predict_validation, prepared.splits["validation"].y), log,
+                     keep]
+        _fit(run, opts, folder, callbacks, done, quiet=ctx.quiet)
     folder.state["status"] = "trained"
     folder.write_state()
     return Trained(log.history, keep.best, done)
 
 
-def _fit(model: Any, prepared: Prepared, folder: RunFolder, callbacks: list[Any], done: int,
-         *, quiet: bool) -> None:
-    """``model.fit`` with the resumable callbacks and the epoch backup."""
-    opts = prepared.options
-    train_split, val = prepared.splits["train"], prepared.splits["validation"]
-    weights = balanced_class_weight(train_split.y, prepared.n_classes) \
-        if opts.class_weight == "balanced" else None
+def _learning_rate(prepared: Prepared, run: Setup, folder: RunFolder, ctx: Context) -> float:
+    """The options' rate, or for ``auto`` the LR finder's suggestion (found once per run
+    folder and kept in its state, so a resumed run trains on the same rate)."""
+    rate = prepared.options.learning_rate
+    if rate != "auto":
+        return float(rate)
+    found = folder.state.get("learning_rate_found")
+    if found is None:
+        from pipeline.finetune.lr_find import find_lr
+
+        found = find_lr(prepared, run, folder.path, ctx).suggestion
+        folder.state["learning_rate_found"] = found
+        folder.write_state()
+    prepared.settings["learning_rate_found"] = found
+    ctx.report.line(f"learning rate: {found:.3g} (LR finder)")
+    return float(found)
+
+
+def _fit(run: Setup, opts: FinetuneOptions, folder: RunFolder, callbacks: list[Any],
+         done: int, *, quiet: bool) -> None:
+    """``model.fit`` on the feed's epochs from ``done``, with the resumable callbacks and the
+    epoch backup."""
     backup = keras.callbacks.BackupAndRestore(str(folder.backup_dir), double_checkpoint=True,
                                               delete_checkpoint=False)
     keras.utils.set_random_seed(opts.seed + done)
-    model.fit(train_split.x, train_split.y, validation_data=(val.x, val.y),
-              epochs=opts.epochs, batch_size=opts.batch_size, shuffle=True,
-              callbacks=[*callbacks, backup], class_weight=weights, verbose=0 if quiet else 2)
+    run.model.fit(run.feed.forever(done), steps_per_epoch=run.feed.steps, epochs=opts.epochs,
+                  shuffle=False, callbacks=[*callbacks, backup], verbose=0 if quiet else 2)

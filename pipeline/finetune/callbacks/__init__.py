@@ -4,5 +4,6 @@ killed mid-way and started again carries on where it stopped (Keras' own ``Histo
 
 from pipeline.finetune.callbacks.epoch_log import EpochLog
 from pipeline.finetune.callbacks.keep_best import KeepBest
+from pipeline.finetune.callbacks.validate import Validate, validation_logs
 
-__all__ = ["EpochLog", "KeepBest"]
+__all__ = ["EpochLog", "KeepBest", "Validate", "validation_logs"]

@@ -10,17 +10,25 @@ from typing import Any
 import keras
 
 from pipeline.fileio import atomic_path, read_json, write_json
+from pipeline.heads.metrics import LOWER_IS_BETTER
 
 
 class KeepBest(keras.callbacks.Callback):
-    """Keep the weights of the epoch with the lowest ``val_loss`` and stop training after
-    ``patience`` epochs without a better one (0: never stop early).
+    """Keep the weights of the epoch with the best validation ``metric`` and stop training
+    after ``patience`` epochs without a better one (0: never stop early).
+
+    ``metric``: a name of :func:`pipeline.heads.metrics.classification_metrics` (``loss`` or
+    ``log_loss``: the epoch logs' ``val_loss``; others: ``val_<metric>``, which
+    :class:`~pipeline.finetune.callbacks.Validate` adds to the logs); lower is better for the
+    losses, higher for the rest. A tie on the metric goes to the lower validation loss, then
+    to the earlier epoch (so the head, epoch 0, keeps a tie with its own scores).
 
     Why not ``ModelCheckpoint(save_best_only=True)`` + ``EarlyStopping``: both keep the best
     value and the wait counter in memory and reset them at every ``fit``, so a run resumed
     after a crash would forget which epoch was best and count its patience from zero. Here
-    the state is two files in ``folder``: ``best.json`` (``{"epoch", "val_loss"}``, epochs
-    counted from 1) and ``best.weights.h5``, replaced atomically one after the other; a new
+    the state is two files in ``folder``: ``best.json`` (``{"epoch", "metric", "value",
+    "val_loss"}``, epochs counted from 1; a file without ``metric`` was kept on ``loss``)
+    and ``best.weights.h5``, replaced atomically one after the other; a new
     ``KeepBest`` on the same folder carries on from them.
 
     ``target``: the model whose weights are kept (default: the model being fitted), e.g. the
@@ -32,12 +40,25 @@ class KeepBest(keras.callbacks.Callback):
     STATE_FILE = "best.json"
 
     def __init__(self, folder: str | os.PathLike, patience: int = 0,
-                 target: keras.Model | None = None):
+                 target: keras.Model | None = None, metric: str = "loss"):
         super().__init__()
         self.folder = Path(folder)
         self.patience = patience
         self.target = target
+        self.metric = "log_loss" if metric == "loss" else metric
         self.best: dict[str, Any] = dict(read_json(self.state_path, {}))
+        if self.best and "metric" not in self.best:  # written before metrics were selectable
+            self.best.update(metric="log_loss", value=self.best.get("val_loss"))
+
+    @property
+    def log_key(self) -> str:
+        """The epoch logs' key of the metric."""
+        return "val_loss" if self.metric == "log_loss" else f"val_{self.metric}"
+
+    def _rank(self, value: float, val_loss: float) -> tuple[float, float]:
+        """Smaller is better: (metric, validation loss)."""
+        return (value if self.metric in LOWER_IS_BETTER else -value,
+                val_loss if math.isfinite(val_loss) else math.inf)
 
     @property
     def weights_path(self) -> Path:
@@ -51,19 +72,26 @@ class KeepBest(keras.callbacks.Callback):
     def best_epoch(self) -> int | None:
         return self.best.get("epoch")
 
-    def checkpoint(self, epoch: int, val_loss: float) -> None:
-        """Save the target's weights (no optimizer state) as the best, as epoch ``epoch``."""
+    def checkpoint(self, epoch: int, value: float, val_loss: float | None = None) -> None:
+        """Save the target's weights (no optimizer state) as the best, as epoch ``epoch``
+        with metric ``value`` (and validation loss ``val_loss``; default ``value``)."""
         model = self.target if self.target is not None else self.model
         with atomic_path(self.weights_path, suffix=".weights.h5") as tmp:
             model.save_weights(tmp)
-        self.best = {"epoch": epoch, "val_loss": val_loss}
+        self.best = {"epoch": epoch, "metric": self.metric, "value": value,
+                     "val_loss": value if val_loss is None else val_loss}
         write_json(self.state_path, self.best)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        value = float((logs or {}).get("val_loss", math.nan))
+        logs = logs or {}
+        value = float(logs.get(self.log_key, math.nan))
+        val_loss = float(logs.get("val_loss", math.nan))
         number = epoch + 1
-        if math.isfinite(value) and value < self.best.get("val_loss", math.inf):
-            self.checkpoint(number, value)
+        best = self._rank(float(self.best.get("value", math.nan)),
+                          float(self.best.get("val_loss", math.nan))) if self.best else None
+        if math.isfinite(value) and (best is None or not math.isfinite(best[0])
+                                     or self._rank(value, val_loss) < best):
+            self.checkpoint(number, value, val_loss)
         if self.patience and number - int(self.best.get("epoch", 0)) >= self.patience:
             self.model.stop_training = True
 
