@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from pipeline.finetune.callbacks import KeepBest
-from pipeline.heads.metrics import classification_metrics
+from pipeline.heads.metrics import bootstrap_ci, classification_metrics
 
 if TYPE_CHECKING:
     from pipeline.finetune.prepare import Prepared
@@ -26,6 +26,8 @@ class Evaluated:
     test: dict[str, Any]
     #: The probabilities the metrics were computed from, per split (``validation``, ``test``).
     proba: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    #: 95% bootstrap intervals of the test metrics, as head runs have them (``test_ci``).
+    test_ci: dict[str, list[float]] | None = None
 
 
 def predict_proba(model: Any, x: np.ndarray) -> np.ndarray:
@@ -48,4 +50,6 @@ def evaluate(prepared: Prepared, trained: Trained, folder: RunFolder) -> Evaluat
         validation=dict(classification_metrics(val.y, val_proba),
                         fit_seconds=trained.fit_seconds),
         test=dict(classification_metrics(test.y, test_proba), predict_seconds=predict_seconds),
-        proba={"validation": val_proba, "test": test_proba})
+        proba={"validation": val_proba, "test": test_proba},
+        test_ci=bootstrap_ci(test.y, test_proba, seed=prepared.settings["seed"]) or None
+        if len(test.y) else None)

@@ -105,7 +105,7 @@ def run_record(prepared: Prepared, trained: Trained, evaluated: Evaluated, folde
         best_epoch=trained.best_epoch, initial_validation=prepared.initial,
         initial_max_abs_diff=prepared.initial_max_abs_diff, epochs_run=trained.epochs_run,
         resumed_from_epoch=max((s.get("start_epoch", 0) for s in sessions), default=0),
-        head_history=prepared.src.run_metrics.history)
+        head_history=prepared.src.run_metrics.history, test_ci=evaluated.test_ci)
     return config, metrics
 
 

@@ -136,9 +136,10 @@ def learning_figure(run: Run, path: Path) -> str | None:
     if not m.history:
         return None
     n_head = max((len(_phase(head_hist, k)) for k in ("loss", "val_loss")), default=0)
-    fig = _figure(MAX_WIDTH * 0.8, 3.5)
-    axes = fig.subplots(1, 2)
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+    panels = ("loss", "accuracy", *_selection_panel(run))
+    fig = _figure(MAX_WIDTH * (0.8 if len(panels) == 2 else 0.95), 3.5)
+    axes = fig.subplots(1, len(panels))
+    for ax, metric in zip(axes, panels, strict=True):
         for key, colour in ((metric, "tab:blue"), (f"val_{metric}", "tab:orange")):
             name = "validation" if key.startswith("val_") else "train"
             head_vals, vals = _phase(head_hist, key), _phase(m.history, key)
@@ -159,6 +160,14 @@ def learning_figure(run: Run, path: Path) -> str | None:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
     return _save(fig, path)
+
+
+def _selection_panel(run: Run) -> tuple[str, ...]:
+    """The validation metric the kept epoch was chosen on, when the history has it and it
+    is not one of the two panels already drawn (fine-tuning records e.g. balanced accuracy)."""
+    metric = (run.record.selection.metric or "").split(" ")[0]
+    shown = metric not in ("loss", "log_loss", "accuracy")
+    return (metric,) if shown and _phase(run.metrics.history, f"val_{metric}") else ()
 
 
 def _shorten(text: str, limit: int = 48) -> str:
