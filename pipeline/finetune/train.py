@@ -111,7 +111,11 @@ def finetune(run: str | os.PathLike = "best", options: FinetuneOptions | None = 
     cache still fine-tune.
 
     ``resume``: continue an unfinished run with the same settings (its folder holds the last
-    finished epoch) instead of starting anew.
+    finished epoch) instead of starting anew. Example::
+
+        from pipeline.finetune import finetune
+        r = finetune("best", epochs=5, unfreeze_from=0.3, reports_dir="reports")
+        r.test["accuracy"], r.run_dir
     """
     reports_dir, quiet = kwargs.pop("reports_dir", None), bool(kwargs.pop("quiet", False))
     cache_dir = kwargs.pop("cache_dir", None)

@@ -189,7 +189,12 @@ def leaderboard(reports: str | os.PathLike, *, dataset: str | None = None,
                 sort: str | None = None) -> list[dict[str, Any]]:
     """Rows of every run under ``reports``, filtered (exact match) and best first.
 
-    Each row keeps its ``#`` from the default order over all runs. Reads only."""
+    Each row keeps its ``#`` from the default order over all runs. Reads only. Example::
+
+        from pipeline.runs import leaderboard
+        rows = leaderboard("reports", head="logreg")
+        rows[0]["run_id"], rows[0]["val_balanced_accuracy"], rows[0]["test_ci"]
+    """
     col = sort_column(sort)
     rows = [r for r in all_rows(reports) if (dataset is None or r["dataset"] == dataset)
             and (base is None or r["base"] == base) and (head is None or r["head"] == head)]
