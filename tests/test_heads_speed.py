@@ -50,7 +50,7 @@ def test_a_sweep_worker_fits_within_its_share(tmp_path):
     """A random forest fitted by a sweep worker gets the worker's share as n_jobs."""
     from pipeline.heads.options import FitOptions
     from pipeline.heads.sweep import run_sweep
-    from tests.helpers import make_cache
+    from helpers import make_cache
 
     cache = make_cache(tmp_path / "c.h5", n=60, d=6)
     result = run_sweep([cache], [{"kind": "random_forest", "n_estimators": [3, 4]},
@@ -135,7 +135,7 @@ def test_past_the_threshold_the_sweep_fits_recorded_scalable_forms(tmp_path, cap
     from pipeline.heads.sklearn_heads import SCALE_ROWS
     from pipeline.heads.sweep import run_sweep
     from pipeline.progress import Reporter
-    from tests.helpers import make_cache
+    from helpers import make_cache
 
     n = int((SCALE_ROWS + 60) / 0.6) + 1
     cache = make_cache(tmp_path / "big.h5", n=n, d=4, k=3)
