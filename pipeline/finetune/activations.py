@@ -22,7 +22,6 @@ computed again, never used.
 
 from __future__ import annotations
 
-import hashlib
 import math
 import time
 from dataclasses import dataclass
@@ -31,6 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from pipeline.cache.store import features_digest
 from pipeline.fileio import atomic_path, json_sha256
 from pipeline.finetune.augment import dihedral_view
 from pipeline.finetune.model import FEATURES, find_base
@@ -152,9 +152,6 @@ def _one(tensors: list[Any]) -> Any:
     return tensors[0] if len(tensors) == 1 else tensors
 
 
-def _digest(arr: np.ndarray) -> str:
-    return hashlib.sha256(np.ascontiguousarray(arr).tobytes()).hexdigest()
-
 
 class ActivationStore:
     """The bottom's activations of the training rows per view and of validation (view 0),
@@ -201,7 +198,7 @@ class ActivationStore:
             for name, arrs in groups.items():
                 for i, a in enumerate(arrs):
                     ds = f.create_dataset(f"{name}/t{i}", data=a)
-                    ds.attrs["sha256"] = _digest(a)
+                    ds.attrs["sha256"] = features_digest(a)
 
     def _read(self, views: tuple[int, ...]) -> str | None:
         """Load the file; the reason it cannot be used, or ``None``."""
@@ -219,7 +216,7 @@ class ActivationStore:
                 for name, arrs in [*((f"train/view{v}", a) for v, a in train.items()),
                                    ("validation/view0", val)]:
                     for i, a in enumerate(arrs):
-                        if f[f"{name}/t{i}"].attrs.get("sha256") != _digest(a):
+                        if f[f"{name}/t{i}"].attrs.get("sha256") != features_digest(a):
                             return f"{name}/t{i} does not match its SHA-256 (damaged)"
         except (OSError, KeyError) as e:
             return f"unreadable ({type(e).__name__}), computing again"
