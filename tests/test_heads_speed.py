@@ -48,9 +48,10 @@ def test_limited_threads_sets_estimator_jobs_and_restores():
 
 def test_a_sweep_worker_fits_within_its_share(tmp_path):
     """A random forest fitted by a sweep worker gets the worker's share as n_jobs."""
+    from helpers import make_cache
+
     from pipeline.heads.options import FitOptions
     from pipeline.heads.sweep import run_sweep
-    from helpers import make_cache
 
     cache = make_cache(tmp_path / "c.h5", n=60, d=6)
     result = run_sweep([cache], [{"kind": "random_forest", "n_estimators": [3, 4]},
@@ -130,12 +131,13 @@ def test_dense_training_is_seeded():
 # -- scalable forms ---------------------------------------------------------------------------
 
 def test_past_the_threshold_the_sweep_fits_recorded_scalable_forms(tmp_path, capsys):
+    from helpers import make_cache
+
     from pipeline.context import Context
     from pipeline.heads.options import FitOptions
     from pipeline.heads.sklearn_heads import SCALE_ROWS
     from pipeline.heads.sweep import run_sweep
     from pipeline.progress import Reporter
-    from helpers import make_cache
 
     n = int((SCALE_ROWS + 60) / 0.6) + 1
     cache = make_cache(tmp_path / "big.h5", n=n, d=4, k=3)

@@ -13,7 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from pipeline.errors import PipelineError
+from pipeline.errors import PipelineError, UsageError
 from pipeline.finetune.augment import Augmentation, parse_augment
 from pipeline.finetune.unfreeze import DEFAULT_UNFREEZE, parse_unfreeze
 from pipeline.heads.metrics import DEFAULT_METRIC, SELECTION_METRICS
@@ -41,7 +41,7 @@ def parse_learning_rate(value: Any) -> float | str:
     except (TypeError, ValueError):
         rate = math.nan
     if isinstance(value, bool) or not rate > 0 or not math.isfinite(rate):
-        raise PipelineError(f"--learning-rate {value!r}: expected a positive number or 'auto'")
+        raise UsageError(f"--learning-rate {value!r}: expected a positive number or 'auto'")
     return rate
 
 

@@ -31,7 +31,7 @@ from pipeline.bases.runtimes.base import (
 )
 from pipeline.bases.runtimes.choose import choose_runtime
 from pipeline.bases.runtimes.named import open_named
-from pipeline.errors import PipelineError
+from pipeline.errors import UsageError
 from pipeline.progress import Reporter
 
 
@@ -41,15 +41,15 @@ def check_request(runtime: str, precision: str) -> None:
     if precision != BFLOAT16:
         return
     if runtime not in (AUTO, OPENVINO):
-        raise PipelineError(f"--precision bfloat16 runs in OpenVINO only, not --runtime "
+        raise UsageError(f"--precision bfloat16 runs in OpenVINO only, not --runtime "
                             f"{runtime}; use --runtime openvino (or auto)")
     if not installed(OPENVINO):
-        raise PipelineError("--precision bfloat16 needs OpenVINO, which is not installed; "
+        raise UsageError("--precision bfloat16 needs OpenVINO, which is not installed; "
                             f"{FAST_EXTRA}")
     from pipeline.bases.runtimes.openvino import cpu_has_bf16
 
     if not cpu_has_bf16():
-        raise PipelineError("--precision bfloat16: this CPU has no native bfloat16 (OpenVINO "
+        raise UsageError("--precision bfloat16: this CPU has no native bfloat16 (OpenVINO "
                             "reports no BF16 capability); use --precision float32")
 
 
