@@ -71,6 +71,7 @@ def extract(
     workers: Annotated[int | None, typer.Option(help=EO.help("workers"))] = None,
     gpus_per_worker: Annotated[float | None, typer.Option(help=EO.help("gpus_per_worker"))] = None,
     cpus_per_worker: Annotated[float | None, typer.Option(help=EO.help("cpus_per_worker"))] = None,
+    rehash: Annotated[bool, typer.Option("--rehash", help=EO.help("rehash"))] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Run pretrained bases once over a dataset and cache their features in HDF5.
@@ -79,14 +80,13 @@ def extract(
     resumes. Example: pipeline extract elpv --base efficientnet_lite0,mobilenet_v2
     """
     from pipeline.bases.registry import get_base
-
     # Every option is checked before a dataset is hashed or a model built.
     options = ExtractOptions.from_mapping(dict(
         weights=weights, input_size=input_size, layer=layer, pooling=pooling, dtype=dtype,
         batch_size=batch_size, split=split, seed=seed, elpv_levels=elpv_levels,
         compression=compression, runtime=runtime, precision=precision))
     engine_options = EO.from_env(dict(  # the engine
-        engine=engine, address=address, work_dir=work_dir, workers=workers,
+        engine=engine, address=address, work_dir=work_dir, workers=workers, rehash=rehash,
         gpus_per_worker=gpus_per_worker, cpus_per_worker=cpus_per_worker))
     bases = split_list(base) or [DEFAULT_BASE]
     with usage_errors():

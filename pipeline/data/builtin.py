@@ -10,7 +10,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.data.samples import Dataset, Sample, sample_sha256
+from pipeline.data.hash_cache import Hasher, local_stat
+from pipeline.data.samples import Dataset, Sample
 from pipeline.errors import PipelineError
 
 NAMES = ("elpv",)
@@ -46,12 +47,14 @@ def elpv_label(probability: float, levels: bool = False) -> int:
     return int(probability >= 0.5)
 
 
-def load(name: str, levels: bool = False) -> Dataset:
+def load(name: str, levels: bool = False, hasher: Hasher | None = None) -> Dataset:
     if name != "elpv":
         raise PipelineError(f"unknown builtin dataset {name!r}; known: {', '.join(NAMES)}")
     root = elpv_root()
     class_names = list(LEVEL_NAMES) if levels else ["functional", "defective"]
-    samples = [Sample(id=rel, path=root / rel, label=elpv_label(p, levels),
-                      sha256=sample_sha256(root / rel)) for rel, p in elpv_probabilities(root)]
+    rows = elpv_probabilities(root)
+    shas = (hasher or Hasher()).hashes(f"{name}:{root}", [local_stat(root / r) for r, _ in rows])
+    samples = [Sample(id=rel, path=root / rel, label=elpv_label(p, levels), sha256=sha)
+               for (rel, p), sha in zip(rows, shas, strict=True)]
     return Dataset(name="elpv4" if levels else "elpv", source="elpv", root=root,
                    class_names=class_names, samples=samples, options={"elpv_levels": levels})

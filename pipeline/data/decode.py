@@ -14,6 +14,8 @@ import warnings
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from pipeline.data.locations import read_bytes
+
 
 class DecodeError(Exception):
     """This file is not a decodable image."""
@@ -56,9 +58,9 @@ def _to_rgb(img: Image.Image) -> np.ndarray:
 
 
 def decode_file(path: str) -> np.ndarray:
+    """Decode the image at a path or an fsspec URL (:mod:`pipeline.data.locations`)."""
     try:
-        with open(path, "rb") as f:
-            data = f.read()
+        data = read_bytes(path)
     except OSError as e:
-        raise DecodeError(f"cannot read: {e.strerror}") from None
+        raise DecodeError(f"cannot read: {e.strerror or e}") from None
     return decode_rgb(data)

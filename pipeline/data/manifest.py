@@ -14,7 +14,8 @@ import os
 from pathlib import Path
 
 from pipeline.data.folder import split_of_name
-from pipeline.data.samples import IMAGE_SUFFIXES, Dataset, Sample, sample_sha256
+from pipeline.data.hash_cache import Hasher, local_stat
+from pipeline.data.samples import IMAGE_SUFFIXES, Dataset, Sample
 from pipeline.errors import PipelineError
 
 EXPECTED = "path,label[,split]"
@@ -75,8 +76,9 @@ def _parse_row(manifest: Path, n: int, row: list[str], cols: dict[str, int]
     return cell["path"], cell["label"], split
 
 
-def read_manifest(manifest: Path) -> Dataset:
-    """A dataset from a CSV manifest (see the module docstring)."""
+def read_manifest(manifest: Path, hasher: Hasher | None = None) -> Dataset:
+    """A dataset from a CSV manifest (see the module docstring); its files hashed by
+    ``hasher`` (default: read here, nothing remembered)."""
     root = manifest.resolve().parent
     rows = _read_rows(manifest)
     if not rows:
@@ -98,8 +100,10 @@ def read_manifest(manifest: Path) -> Dataset:
         raise PipelineError(f"{manifest}: {len(missing)} listed files do not exist: "
                             f"{', '.join(missing[:3])}{more}")
     class_names = sorted({label for _, _, label, _ in parsed})
-    samples = [Sample(id=sid, path=path, label=class_names.index(label),
-                      sha256=sample_sha256(path), split=split)
-               for sid, path, label, split in parsed]
-    return Dataset(name=manifest.stem, source=str(manifest.resolve()), root=root,
+    source = str(manifest.resolve())
+    shas = (hasher or Hasher()).hashes(source, [local_stat(p) for _, p, _, _ in parsed])
+    samples = [Sample(id=sid, path=path, label=class_names.index(label), sha256=sha,
+                      split=split)
+               for (sid, path, label, split), sha in zip(parsed, shas, strict=True)]
+    return Dataset(name=manifest.stem, source=source, root=root,
                    class_names=class_names, samples=samples)

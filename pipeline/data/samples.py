@@ -16,7 +16,7 @@ from pipeline.errors import PipelineError
 from pipeline.fileio import file_sha256
 
 __all__ = ["IMAGE_SUFFIXES", "Dataset", "Sample", "is_image_file",
-           "sample_sha256"]
+           "is_image_name", "sample_sha256"]
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff"})
 
@@ -24,7 +24,7 @@ IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".
 @dataclass(frozen=True)
 class Sample:
     id: str
-    path: Path
+    path: Path | str  # a file here, or a URL's location string (pipeline.data.locations)
     label: int
     sha256: str
     split: str | None = None
@@ -35,8 +35,8 @@ class Dataset:
     """A labelled image collection, resolved to files, with content hashes and splits."""
 
     name: str
-    source: str  # what the user named: a folder, a CSV file, or a builtin name
-    root: Path
+    source: str  # what the user named: a folder, a CSV file, a URL, or a builtin name
+    root: Path | str  # a folder here, or a URL
     class_names: list[str]
     samples: list[Sample]
     options: dict = field(default_factory=dict)  # e.g. {"elpv_levels": True}
@@ -56,10 +56,14 @@ class Dataset:
         return replace(self, samples=samples)
 
 
-def is_image_file(path: Path) -> bool:
+def is_image_name(name: str) -> bool:
     """Candidate images by name; hidden files are ignored (decoding decides the rest)."""
-    return (not path.name.startswith(".") and path.suffix.lower() in IMAGE_SUFFIXES
-            and path.is_file())
+    return not name.startswith(".") and Path(name).suffix.lower() in IMAGE_SUFFIXES
+
+
+def is_image_file(path: Path) -> bool:
+    """A file with a candidate image name (:func:`is_image_name`)."""
+    return is_image_name(path.name) and path.is_file()
 
 
 def sample_sha256(path: Path) -> str:

@@ -15,7 +15,10 @@ from pathlib import Path
 
 from pipeline.data import builtin
 from pipeline.data.folder import read_folder
+from pipeline.data.hash_cache import Hasher
+from pipeline.data.locations import is_data_url
 from pipeline.data.manifest import read_manifest
+from pipeline.data.remote import read_url
 from pipeline.data.samples import Dataset
 from pipeline.data.splits import (
     DEFAULT_FRACTIONS,
@@ -33,16 +36,20 @@ def load_dataset(
     split: Sequence[float] = DEFAULT_FRACTIONS,
     seed: int = 0,
     elpv_levels: bool = False,
+    hasher: Hasher | None = None,
 ) -> Dataset:
     """Resolve ``data`` to a dataset with ids, labels, content hashes and splits.
 
     ``ds.warnings`` lists what the user should be told (stray folders, classes in one split
     only, identical images under different labels, small validation or test classes);
     ``ds.split_origin`` says which splits were given and which carved or assigned.
+    ``hasher`` hashes the files (default: read here; see :mod:`pipeline.data.hash_cache`
+    for the hash cache and ``pipeline.engines`` for hashing on a Ray cluster).
     """
-    ds = _read(data, elpv_levels)
+    hasher = hasher or Hasher()
+    ds = _read(data, elpv_levels, hasher)
     _check_classes(ds)
-    warnings = list(ds.warnings) + _label_conflicts(ds)
+    warnings = list(ds.warnings) + hasher.warnings + _label_conflicts(ds)
     samples = assign_splits(ds.samples, split, seed)
     counts = per_class_counts(samples, ds.class_names)
     warnings += small_split_warnings(counts)
@@ -50,11 +57,13 @@ def load_dataset(
                    warnings=warnings)
 
 
-def _read(data: str | Path, elpv_levels: bool) -> Dataset:
+def _read(data: str | Path, elpv_levels: bool, hasher: Hasher) -> Dataset:
     text = str(data)
+    if is_data_url(text):
+        return read_url(text, hasher)
     path = Path(text).expanduser()
     if not path.exists() and text in builtin.NAMES:  # a local folder named "elpv" wins
-        return builtin.load(text, levels=elpv_levels)
+        return builtin.load(text, levels=elpv_levels, hasher=hasher)
     if not path.exists():
         names = ", ".join(builtin.NAMES)
         raise PipelineError(f"{text}: no such folder or CSV file (builtin datasets: {names})")
@@ -62,8 +71,8 @@ def _read(data: str | Path, elpv_levels: bool) -> Dataset:
         if path.suffix.lower() != ".csv":
             raise PipelineError(f"{text}: expected a folder of class subfolders or a CSV "
                                 "manifest (path,label[,split])")
-        return read_manifest(path)
-    return read_folder(path)
+        return read_manifest(path, hasher)
+    return read_folder(path, hasher)
 
 
 def _check_classes(ds: Dataset) -> None:

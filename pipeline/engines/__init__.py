@@ -8,6 +8,8 @@ cluster (:mod:`pipeline.engines.ray_engine`, the only module that imports Ray; i
 
 The options are declared once in :class:`EngineOptions`: the ``pipeline extract`` flags,
 ``$PIPELINE_ENGINE`` / ``$RAY_ADDRESS`` and the experiment TOML's ``[engine]`` table.
+``rehash`` is here too: it says how the driver reads the data (which hashes it may take
+from the hash cache), not what is computed, so it is part of no key.
 """
 
 from __future__ import annotations
@@ -44,6 +46,10 @@ class EngineOptions(Options):
         None, "ray: CPUs per model worker, fractional allowed (default: half the cluster's "
         "CPUs shared among the workers; the rest decodes).", minimum=0,
         exclusive_minimum=True)
+    rehash: bool = option(
+        False, "Hash every image again instead of trusting the hash cache (sha256 remembered "
+        "by path, size and mtime/ETag under the cache folder); the cache is rewritten.",
+        flag="--rehash")
 
     @classmethod
     def from_env(cls, given: dict[str, Any] | None = None, where: str | None = None

@@ -1,8 +1,10 @@
 """The Ray engine: decode tasks -> model-worker actors -> work shards, on any Ray cluster.
 
-The only module that imports Ray (``pip install "pipeline[ray]"``). The driver has already
-listed and hashed the dataset, decided the splits and the samples digest and indexed the rows
-it has (the old file and committed shards): what reaches this module is the plan, the
+The only module that imports Ray (``pip install "pipeline[ray]"``). The driver lists the
+dataset (a folder here, or any fsspec URL) and looks each file up in the hash cache; the files
+it misses are read and hashed here, by Ray tasks over batches of files (:func:`hash_files`).
+The driver then decides the splits and the samples digest and indexes the rows it has (the
+old file and committed shards): what reaches :func:`run_ray` is the plan, the
 distinct content hashes still missing, sorted so that each block of the Ray dataset covers
 a hash range. Then, with Ray Data::
 
@@ -47,8 +49,12 @@ from pipeline.progress import Reporter
 #: A test hook: ``"<k>:<marker file>"`` makes the first model worker to finish its k-th batch
 #: SIGKILL itself (once: the marker file records that it happened).
 KILL_HOOK_ENV = "PIPELINE_RAY_KILL_WORKER_AFTER"
-#: CPUs each decode task asks for (fractional, so decode and model workers share cores).
+#: CPUs each decode or hashing task asks for (fractional, so tasks and model workers share
+#: cores).
 DECODE_CPUS = 0.5
+#: Hashing: tasks per cluster CPU (some slack for uneven files), and files per task at most.
+HASH_TASKS_PER_CPU = 4
+HASH_BATCH_MAX = 256
 
 
 @dataclass(frozen=True)
@@ -113,8 +119,21 @@ def size_pool(options: EngineOptions) -> Sizing:
     if gpus and workers * gpus > float(res.get("GPU", 0.0)):
         raise PipelineError(f"{workers} model workers x {gpus:g} GPUs need more than the "
                             f"cluster's {res.get('GPU', 0):g} GPUs")
-    nodes = sum(1 for n in ray.nodes() if n.get("Alive"))
-    return Sizing(workers, per, gpus, max(1, math.floor(per)), nodes)
+    return Sizing(workers, per, gpus, max(1, math.floor(per)), alive_nodes())
+
+
+def alive_nodes() -> int:
+    return sum(1 for n in ray.nodes() if n.get("Alive"))
+
+
+def refuse_local_data(nodes: int, locations: Sequence[str]) -> None:
+    """Files on this machine's disk (a path, or ``file://``) cannot be read by the other
+    nodes of a cluster: they would be refused as unreadable, or skipped as undecodable."""
+    local = next((x for x in locations if not is_url(x) or x.startswith("file://")), None)
+    if nodes > 1 and local is not None:
+        raise PipelineError(f"the Ray cluster has {nodes} nodes but the dataset file {local} "
+                            "is on this machine only; put the dataset where every node reads "
+                            "it (s3://..., gs://...)")
 
 
 def refuse_local_work_dir(sizing: Sizing, jobs: Sequence[BaseJob]) -> None:
@@ -131,22 +150,52 @@ def refuse_local_work_dir(sizing: Sizing, jobs: Sequence[BaseJob]) -> None:
                             "nodes reach (s3://..., gs://...)")
 
 
+# -- hashing --------------------------------------------------------------------------------
+def hash_batch(locations: list[str]) -> list[tuple[str, str]]:
+    """A Ray task: ``(sha256, "")`` for each readable file, ``("", why)`` for the others."""
+    from pipeline.data.locations import location_sha256, unreadable
+
+    out = []
+    for location in locations:
+        try:
+            out.append((location_sha256(location), ""))
+        except OSError as e:
+            out.append(("", unreadable(location, e)))
+    return out
+
+
+def hash_files(locations: Sequence[str], options: EngineOptions, report: Reporter
+               ) -> list[str]:
+    """The sha256 of each file (path or URL), read and hashed by Ray tasks of
+    :data:`HASH_TASKS_PER_CPU` batches per cluster CPU (at most :data:`HASH_BATCH_MAX` files
+    each); the same bytes and the same hash as :func:`pipeline.data.hash_cache.hash_files_here`."""
+    connect(options.address)
+    refuse_local_data(alive_nodes(), locations)
+    cpus = float(ray.cluster_resources().get("CPU", 1.0))
+    size = max(1, min(HASH_BATCH_MAX, math.ceil(len(locations) / (HASH_TASKS_PER_CPU * cpus))))
+    batches = [list(locations[i:i + size]) for i in range(0, len(locations), size)]
+    report.line(f"ray: hashing {len(locations)} files in {len(batches)} tasks")
+    task = ray.remote(num_cpus=DECODE_CPUS)(hash_batch)
+    out: list[str] = []
+    try:
+        with report.progress(len(locations), "files") as bar:
+            for ref in [task.remote(batch) for batch in batches]:
+                got = ray.get(ref)
+                bad = next((why for _, why in got if why), None)
+                if bad is not None:
+                    raise PipelineError(bad)
+                out += [sha for sha, _ in got]
+                bar.advance(len(got))
+    except ray.exceptions.RayError as e:
+        raise ray_failure(e) from None
+    return out
+
+
 # -- the stages -----------------------------------------------------------------------------
-def read_image(path: str) -> np.ndarray:
-    from pipeline.data import decode
-
-    if not is_url(path):
-        return decode.decode_file(path)
-    import fsspec
-
-    with fsspec.open(path, "rb") as f:
-        return decode.decode_rgb(f.read())
-
-
 def decode_batch(batch: dict[str, np.ndarray], sizes: Sequence[int]) -> dict[str, np.ndarray]:
     """Decode and resize one batch (same code as the local reader); an undecodable file gets
     ``ok`` False, its reason, and a zero placeholder image that gets no features."""
-    from pipeline.data.decode import DecodeError
+    from pipeline.data.decode import DecodeError, decode_file
     from pipeline.data.reader import resize
 
     n = len(batch["path"])
@@ -154,7 +203,7 @@ def decode_batch(batch: dict[str, np.ndarray], sizes: Sequence[int]) -> dict[str
     images = {s: np.zeros((n, s, s, 3), np.float32) for s in sizes}
     for i, path in enumerate(batch["path"]):
         try:
-            image = read_image(str(path))
+            image = decode_file(str(path))
         except DecodeError as e:
             ok[i], reasons[i] = False, str(e)
             continue
@@ -225,6 +274,7 @@ def run_ray(plan: Sequence[tuple[str, str, Sequence[bool]]], jobs: Sequence[Base
     address = connect(options.address)
     sizing = size_pool(options)
     refuse_local_work_dir(sizing, jobs)
+    refuse_local_data(sizing.nodes, [path for _, path, _ in plan])
     run = RayRun(added=[0] * len(jobs), record=engine_record(address, sizing))
     if not plan:
         return run

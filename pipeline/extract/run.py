@@ -14,7 +14,7 @@ from pipeline.data.sources import load_dataset
 from pipeline.data.splits import per_class_counts
 from pipeline.engines import EngineOptions
 from pipeline.errors import PipelineError
-from pipeline.extract.engine import feed, use_engine
+from pipeline.extract.engine import dataset_hasher, feed, use_engine
 from pipeline.extract.feed import FeedRun
 from pipeline.extract.options import DEFAULT_BASE, ExtractOptions
 from pipeline.extract.plan import (
@@ -65,7 +65,7 @@ def run_extraction(data: str | Path, bases: Sequence[str] = (DEFAULT_BASE,),
     bases = check_bases(bases)
     check_runtime(options)
     dataset = load_dataset(data, split=options.split, seed=options.seed,
-                           elpv_levels=options.elpv_levels)
+                           elpv_levels=options.elpv_levels, hasher=dataset_hasher(engine, ctx))
     announce(dataset, ctx.report)
     plans = plan_bases(dataset, bases, options, ctx)
     use_engine(plans, engine)
