@@ -5,6 +5,7 @@ Skipped only where Ray is absent (install the `ray` extra). One cluster for the 
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -35,9 +36,13 @@ def cluster() -> str:
 
 @pytest.fixture
 def data(tmp_path: Path) -> Path:
-    """39 generated images and one broken one."""
+    """39 generated images and one broken one, last modified 10 minutes ago (files modified
+    just now are not remembered by the hash cache)."""
     root = make_class_folder(tmp_path / "d", {"a": 20, "b": 19})
     (root / "b" / "broken.png").write_bytes(b"not a png at all")
+    when = time.time() - 600
+    for f in root.rglob("*"):
+        os.utime(f, (when, when))
     return root
 
 
@@ -53,18 +58,48 @@ def ray_options(**kw) -> EngineOptions:
     return EngineOptions(engine="ray", **kw)
 
 
-def test_ray_engine_writes_the_local_engines_file(cluster, data, tmp_path):
+def test_ray_engine_writes_the_local_engines_file(cluster, data, tmp_path, capsys):
     local = run_extraction(data, cache_dir=tmp_path / "local", **TINY)[0]
     on_ray = run_extraction(data, cache_dir=tmp_path / "ray", engine=ray_options(workers=2),
-                            **TINY)[0]
+                            **dict(TINY, quiet=False))[0]
+    assert "ray: hashing 40 files" in capsys.readouterr().err  # hashed by Ray tasks
     assert on_ray.path.name == local.path.name and on_ray.n_new == 39
     assert [i for i, _ in on_ray.skipped] == ["b/broken.png"]
     same_file(local.path, on_ray.path)
     info = load_feature_set(on_ray.path).info
     assert info.engine["name"] == "ray" and info.engine["workers"] == 2
     assert info.engine["cpus_per_worker"] == 0.5 and info.engine["devices"] == "cpu"
-    again = run_extraction(data, cache_dir=tmp_path / "ray", engine=ray_options(), **TINY)[0]
-    assert again.hit
+    again = run_extraction(data, cache_dir=tmp_path / "ray", engine=ray_options(),
+                           **dict(TINY, quiet=False))[0]
+    assert again.hit and "hashing" not in capsys.readouterr().err  # the hash cache answered
+
+
+def test_ray_tasks_hash_as_this_process_does(cluster, data):
+    from pipeline.data.hash_cache import hash_files_here
+    from pipeline.engines.ray_engine import hash_files
+    from pipeline.errors import PipelineError
+    from pipeline.progress import Reporter
+
+    files = sorted(str(f) for f in data.rglob("*.png"))
+    files += [f"file://{f}" for f in files[:3]]
+    quiet = Reporter(quiet=True)
+    assert hash_files(files, ray_options(), quiet) == hash_files_here(files)
+    missing = [files[0], str(data / "a" / "gone.png")]
+    with pytest.raises(PipelineError) as here:
+        hash_files_here(missing)
+    with pytest.raises(PipelineError) as on_ray:
+        hash_files(missing, ray_options(), quiet)
+    assert str(on_ray.value) == str(here.value) and "gone.png: cannot read" in str(here.value)
+
+
+def test_a_file_url_dataset_on_ray_equals_the_local_folder_on_the_local_engine(cluster, data,
+                                                                               tmp_path):
+    local = run_extraction(data, cache_dir=tmp_path / "local", **TINY)[0]
+    on_ray = run_extraction(f"file://{data}", cache_dir=tmp_path / "ray",
+                            engine=ray_options(workers=1), **TINY)[0]
+    assert [i for i, _ in on_ray.skipped] == ["b/broken.png"]
+    same_file(local.path, on_ray.path)
+    assert load_feature_set(on_ray.path).info.dataset_source == f"file://{data}"
 
 
 def test_a_model_worker_killed_after_its_second_batch_is_replaced(cluster, data, tmp_path,
@@ -106,7 +141,12 @@ def test_a_killed_driver_leaves_shards_and_the_rerun_extracts_only_the_rest(clus
 
 
 def test_a_multi_node_cluster_refuses_a_local_work_folder_and_memory_urls():
-    from pipeline.engines.ray_engine import BaseJob, Sizing, refuse_local_work_dir
+    from pipeline.engines.ray_engine import (
+        BaseJob,
+        Sizing,
+        refuse_local_data,
+        refuse_local_work_dir,
+    )
     from pipeline.errors import PipelineError
 
     def job(shards: str) -> BaseJob:
@@ -119,3 +159,8 @@ def test_a_multi_node_cluster_refuses_a_local_work_folder_and_memory_urls():
         refuse_local_work_dir(two_nodes, [job("/tmp/x.work")])
     with pytest.raises(PipelineError, match="memory:// lives in one process"):
         refuse_local_work_dir(one_node, [job("memory://x.work")])
+    refuse_local_data(1, ["/tmp/a.png", "file:///tmp/b.png"])  # one machine reads its files
+    refuse_local_data(2, ["s3://bucket/a.png", "gs://bucket/b.png"])
+    for local in ("/tmp/a.png", "file:///tmp/a.png"):
+        with pytest.raises(PipelineError, match=f"2 nodes but the dataset file {local} is on"):
+            refuse_local_data(2, ["s3://bucket/b.png", local])
