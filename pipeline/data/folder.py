@@ -46,6 +46,7 @@ class LocalTree:
         self.root = root.resolve()
         self.source = str(self.root)
         self.name = self.root.name
+        self._inside: set[Path] = set()
 
     def __str__(self) -> str:
         return self.source
@@ -64,8 +65,13 @@ class LocalTree:
         return [f for f in sorted(folder.iterdir()) if f.is_file()]
 
     def check_inside(self, path: Path) -> None:
+        # A file that is not a link, in a folder already found inside, is inside: one lstat
+        # instead of resolving every component of every file.
+        if path.parent in self._inside and not path.is_symlink():
+            return
         if not path.resolve().is_relative_to(self.root):
             raise PipelineError(outside_root(path, self.root))
+        self._inside.add(path)
 
     def stat(self, path: Path) -> FileStat:
         return local_stat(path)
