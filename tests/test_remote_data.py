@@ -96,11 +96,33 @@ def test_a_file_url_is_refused_as_the_local_folder_is(tmp_path, layout):
     assert str(remote.value).replace(url(root), str(root.resolve())) == str(local.value)
 
 
-def test_a_missing_url_or_a_csv_url_is_one_line(tmp_path):
+def test_a_missing_url_is_one_line(tmp_path):
     with pytest.raises(PipelineError, match="no such folder"):
         load_dataset(url(tmp_path / "nothing"))
-    with pytest.raises(PipelineError, match="CSV manifest under a URL is not read yet"):
-        load_dataset(url(tmp_path / "m.csv"))
+    (tmp_path / "d").mkdir()
+    with pytest.raises(PipelineError, match="cannot read CSV manifest"):
+        load_dataset(url(tmp_path / "d" / "m.csv"))
+
+
+def test_a_csv_manifest_under_a_url_reads_as_the_local_one(tmp_path):
+    root = make_class_folder(tmp_path / "d", {"a": 5, "b": 5})
+    files = sorted(root.rglob("*.png"))
+    lines = ["file,class,split"] + [f"{f.relative_to(root).as_posix()},{f.parent.name},"
+                                    f"{'test' if i % 4 == 0 else 'train'}"
+                                    for i, f in enumerate(files)]
+    (root / "m.csv").write_text("\n".join(lines) + "\n")
+    local, remote = load_dataset(root / "m.csv"), load_dataset(url(root / "m.csv"))
+    assert rows(remote) == rows(local) and len(rows(local)) == 10
+    assert remote.split_origin == local.split_origin and remote.source == url(root / "m.csv")
+    outside = make_image(tmp_path / "outside.png", 5)
+    (root / "a" / "link.png").symlink_to(outside)
+    for extra in ("a/gone.png,a", "../outside.png,a", "a/link.png,a"):
+        (root / "bad.csv").write_text("\n".join(lines + [extra + ",train"]) + "\n")
+        with pytest.raises(PipelineError) as here:
+            load_dataset(root / "bad.csv")
+        with pytest.raises(PipelineError) as there:
+            load_dataset(url(root / "bad.csv"))
+        assert str(there.value).replace(url(root), str(root.resolve())) == str(here.value)
 
 
 def test_the_hash_cache_keys_urls_on_their_listing(tmp_path):

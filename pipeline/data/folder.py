@@ -64,14 +64,23 @@ class LocalTree:
     def files_in(self, folder: Path) -> list[Path]:
         return [f for f in sorted(folder.iterdir()) if f.is_file()]
 
-    def check_inside(self, path: Path) -> None:
-        # A file that is not a link, in a folder already found inside, is inside: one lstat
-        # instead of resolving every component of every file.
+    def inside(self, path: Path) -> bool:
+        """Whether ``path`` (symlinks followed) is inside the root. A file that is not a
+        link, in a folder already found inside, is: one lstat instead of resolving every
+        component of every file."""
         if path.parent in self._inside and not path.is_symlink():
-            return
+            return True
         if not path.resolve().is_relative_to(self.root):
-            raise PipelineError(outside_root(path, self.root))
+            return False
         self._inside.add(path)
+        return True
+
+    def check_inside(self, path: Path) -> None:
+        if not self.inside(path):
+            raise PipelineError(outside_root(path, self.root))
+
+    def is_file(self, path: Path) -> bool:
+        return path.is_file()
 
     def stat(self, path: Path) -> FileStat:
         return local_stat(path)

@@ -10,11 +10,12 @@ or through a symlink, is refused, as in a folder dataset.
 from __future__ import annotations
 
 import csv
+import io
 import os
-from pathlib import Path
+from pathlib import Path, PurePath
 
-from pipeline.data.folder import split_of_name
-from pipeline.data.hash_cache import Hasher, local_stat
+from pipeline.data.folder import LocalTree, Tree, split_of_name
+from pipeline.data.hash_cache import Hasher
 from pipeline.data.samples import IMAGE_SUFFIXES, Dataset, Sample
 from pipeline.errors import PipelineError
 
@@ -29,12 +30,21 @@ HEADER_NAMES = {
 def _read_rows(manifest: Path) -> list[list[str]]:
     try:
         with open(manifest, newline="", encoding="utf-8-sig") as f:
-            return [r for r in csv.reader(f) if r and any(c.strip() for c in r)]
-    except (OSError, UnicodeDecodeError, csv.Error) as e:
+            return csv_rows(manifest, f.read())
+    except (OSError, UnicodeDecodeError) as e:
         raise PipelineError(f"{manifest}: cannot read CSV manifest ({e})") from None
 
 
-def _columns(manifest: Path, rows: list[list[str]]) -> tuple[dict[str, int], bool]:
+def csv_rows(manifest: object, text: str) -> list[list[str]]:
+    """The non-empty rows of a manifest's text."""
+    try:
+        return [r for r in csv.reader(io.StringIO(text, newline=""))
+                if r and any(c.strip() for c in r)]
+    except csv.Error as e:
+        raise PipelineError(f"{manifest}: cannot read CSV manifest ({e})") from None
+
+
+def _columns(manifest: object, rows: list[list[str]]) -> tuple[dict[str, int], bool]:
     """Column positions, and whether the first row is a header."""
     first = [c.strip().lower() for c in rows[0]]
     named = [HEADER_NAMES.get(c) for c in first]
@@ -47,18 +57,18 @@ def _columns(manifest: Path, rows: list[list[str]]) -> tuple[dict[str, int], boo
     return {"path": 0, "label": 1, "split": 2}, False
 
 
-def _resolve(manifest: Path, root: Path, n: int, rel: str) -> tuple[str, Path]:
+def _resolve(manifest: object, tree: Tree, n: int, rel: str) -> tuple[str, PurePath]:
     """The row's id (as listed, normalised) and its file; leaving the root is an error."""
-    listed = Path(os.path.normpath(root / rel))
-    target = listed.resolve()
-    if not listed.is_relative_to(root) or not target.is_relative_to(root):
+    root = tree.root
+    listed = type(root)(os.path.normpath(root / rel))
+    if not listed.is_relative_to(root) or not tree.inside(listed):
         how = "leaves the dataset root through a symlink" if listed.is_relative_to(root) \
             else "escapes the dataset root"
-        raise PipelineError(f"{manifest}: row {n}: path {rel!r} {how} ({root})")
+        raise PipelineError(f"{manifest}: row {n}: path {rel!r} {how} ({tree})")
     return listed.relative_to(root).as_posix(), listed
 
 
-def _parse_row(manifest: Path, n: int, row: list[str], cols: dict[str, int]
+def _parse_row(manifest: object, n: int, row: list[str], cols: dict[str, int]
                ) -> tuple[str, str, str | None]:
     width = max(cols.values()) + 1
     if len(row) not in (2, 3) and len(row) != width:
@@ -79,19 +89,26 @@ def _parse_row(manifest: Path, n: int, row: list[str], cols: dict[str, int]
 def read_manifest(manifest: Path, hasher: Hasher | None = None) -> Dataset:
     """A dataset from a CSV manifest (see the module docstring); its files hashed by
     ``hasher`` (default: read here, nothing remembered)."""
-    root = manifest.resolve().parent
-    rows = _read_rows(manifest)
+    source = str(manifest.resolve())
+    return read_rows(LocalTree(manifest.resolve().parent), source, manifest.stem,
+                     _read_rows(manifest), hasher)
+
+
+def read_rows(tree: Tree, manifest: str, name: str, rows: list[list[str]],
+              hasher: Hasher | None = None) -> Dataset:
+    """A dataset from the rows of the manifest ``manifest``, paths relative to ``tree``
+    (the manifest's folder, here or under a URL)."""
     if not rows:
         raise PipelineError(f"{manifest}: empty manifest; expected rows {EXPECTED}")
     cols, header = _columns(manifest, rows)
     parsed, missing, seen = [], [], set()
     for n, row in enumerate(rows[1:] if header else rows, start=2 if header else 1):
         rel, label, split = _parse_row(manifest, n, row, cols)
-        sid, path = _resolve(manifest, root, n, rel)
+        sid, path = _resolve(manifest, tree, n, rel)
         if sid in seen:
             raise PipelineError(f"{manifest}: {sid} is listed twice")
         seen.add(sid)
-        if not path.is_file():
+        if not tree.is_file(path):
             missing.append(rel)
             continue
         parsed.append((sid, path, label, split))
@@ -100,10 +117,9 @@ def read_manifest(manifest: Path, hasher: Hasher | None = None) -> Dataset:
         raise PipelineError(f"{manifest}: {len(missing)} listed files do not exist: "
                             f"{', '.join(missing[:3])}{more}")
     class_names = sorted({label for _, _, label, _ in parsed})
-    source = str(manifest.resolve())
-    shas = (hasher or Hasher()).hashes(source, [local_stat(p) for _, p, _, _ in parsed])
-    samples = [Sample(id=sid, path=path, label=class_names.index(label), sha256=sha,
-                      split=split)
+    shas = (hasher or Hasher()).hashes(manifest, [tree.stat(p) for _, p, _, _ in parsed])
+    samples = [Sample(id=sid, path=tree.location(path), label=class_names.index(label),
+                      sha256=sha, split=split)
                for (sid, path, label, split), sha in zip(parsed, shas, strict=True)]
-    return Dataset(name=manifest.stem, source=source, root=root,
+    return Dataset(name=name, source=manifest, root=tree.location(tree.root),
                    class_names=class_names, samples=samples)

@@ -7,7 +7,8 @@ of a local folder. Each file's stat comes from the listing too: its size and its
 generation, or MD5; else its modification time) key the hash cache, so a rerun over unchanged
 objects reads none of them. Image bytes are read through fsspec by both engines
 (:mod:`pipeline.data.locations`). Object stores have no symlinks; under ``file://`` a link
-that leaves the root is refused as in a local folder.
+that leaves the root is refused as in a local folder. A CSV manifest under a URL is read
+with the rules of a local one, against one listing of its folder.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from typing import Any
 
 from pipeline.data.folder import outside_root, read_tree
 from pipeline.data.hash_cache import FRESH_SECONDS, FileStat, Hasher
-from pipeline.data.locations import url_fs
+from pipeline.data.locations import read_bytes, url_fs
+from pipeline.data.manifest import csv_rows, read_rows
 from pipeline.data.samples import Dataset
 from pipeline.errors import PipelineError
 
@@ -86,11 +88,19 @@ class RemoteTree:
             todo += self.dirs.get(d, ())
         return sorted(out)
 
+    def inside(self, path: PurePosixPath) -> bool:
+        """Object stores have no links; under ``file://`` links are followed, as here."""
+        if not self.local:
+            return True
+        real = Path(os.path.realpath(str(self.root)))
+        return Path(os.path.realpath(str(path))).is_relative_to(real)
+
     def check_inside(self, path: PurePosixPath) -> None:
-        if self.local:
-            real = Path(os.path.realpath(str(self.root)))
-            if not Path(os.path.realpath(str(path))).is_relative_to(real):
-                raise PipelineError(outside_root(self.location(path), self.source))
+        if not self.inside(path):
+            raise PipelineError(outside_root(self.location(path), self.source))
+
+    def is_file(self, path: PurePosixPath) -> bool:
+        return path in self.info
 
     def stat(self, path: PurePosixPath) -> FileStat:
         info = self.info[path]
@@ -116,8 +126,14 @@ def stamp_of(info: dict[str, Any]) -> tuple[str | None, bool]:
 
 
 def read_url(url: str, hasher: Hasher | None = None) -> Dataset:
-    """A dataset from a folder layout under ``url`` (the same layouts as a local folder)."""
-    if url.lower().rstrip("/").endswith(".csv"):
-        raise PipelineError(f"{url}: a CSV manifest under a URL is not read yet; give the "
-                            "folder (class folders, optionally in split folders)")
-    return read_tree(RemoteTree(url), hasher)
+    """A dataset under ``url``: a folder layout (the same layouts as a local folder), or a
+    CSV manifest (paths relative to its folder, whose listing gives the files' stats)."""
+    if not url.lower().endswith(".csv"):
+        return read_tree(RemoteTree(url), hasher)
+    folder, _, name = url.rpartition("/")
+    try:
+        text = read_bytes(url).decode("utf-8-sig")
+    except (OSError, UnicodeDecodeError) as e:
+        raise PipelineError(f"{url}: cannot read CSV manifest ({e})") from None
+    return read_rows(RemoteTree(folder), url, PurePosixPath(name).stem, csv_rows(url, text),
+                     hasher)
