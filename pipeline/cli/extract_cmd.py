@@ -41,7 +41,8 @@ def _split_text(fractions: tuple[float, ...]) -> str:
 def extract(
     data: Annotated[str, typer.Argument(
         help="A folder with one subfolder per class (optionally inside train/ val/ test/), "
-        "a CSV manifest path,label[,split], or the builtin dataset 'elpv'.")] = "elpv",
+        "a CSV manifest path,label[,split], either under an fsspec URL (s3://, gs://, "
+        "file://), or the builtin dataset 'elpv'.")] = "elpv",
     base: Annotated[list[str] | None, typer.Option(
         "--base", "-b", help="Registered base (repeat, or a,b, for several; each image is "
         "decoded once for all). See `pipeline bases`.", show_default=DEFAULT_BASE)] = None,
