@@ -40,9 +40,8 @@ def _split_text(fractions: tuple[float, ...]) -> str:
 @app.command()
 def extract(
     data: Annotated[str, typer.Argument(
-        help="A folder with one subfolder per class (optionally inside train/ val/ test/), "
-        "a CSV manifest path,label[,split], either under an fsspec URL (s3://, gs://, "
-        "file://), or the builtin dataset 'elpv'.")] = "elpv",
+        help="A folder of class folders (optionally in train/ val/ test/) or a CSV manifest "
+        "path,label[,split], here or at an fsspec URL (s3://, gs://, file://), or elpv")] = "elpv",
     base: Annotated[list[str] | None, typer.Option(
         "--base", "-b", help="Registered base (repeat, or a,b, for several; each image is "
         "decoded once for all). See `pipeline bases`.", show_default=DEFAULT_BASE)] = None,
