@@ -184,8 +184,9 @@ class Hasher:
                               strict=True):
                 out[i] = sha
             if self.on_line is not None and self.cache is not None:
-                self.on_line(f"hashed {len(misses)} of {len(stats)} files "
-                             f"({len(stats) - len(misses)} unchanged, from the hash cache)")
+                self.on_line(f"hashed {len(misses)} of {len(stats)} files " + (
+                    "(--rehash: the hash cache was not read)" if self.rehash else
+                    f"({len(stats) - len(misses)} unchanged, from the hash cache)"))
         self.read += len(misses)
         self.remembered += len(stats) - len(misses)
         if self.cache is not None:
