@@ -166,3 +166,26 @@ def test_the_local_engine_extracts_a_file_url_as_the_local_folder(tmp_path):
     np.testing.assert_allclose(a.features, b.features, rtol=1e-6, atol=1e-6)
     assert b.info.dataset_root == url(root)
     assert run_extraction(url(root), cache_dir=tmp_path / "c2", **TINY)[0].hit
+
+
+def test_a_parquet_manifest_reads_as_the_csv_one_here_and_under_a_url(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    pq = pytest.importorskip("pyarrow.parquet")
+    root = make_class_folder(tmp_path / "d", {"a": 4, "b": 4})
+    files = sorted(f.relative_to(root).as_posix() for f in root.rglob("*.png"))
+    cells = {"image": files, "category": [f.split("/")[0] for f in files],
+             "split": ["train", "val", "test", None] * 2}
+    pq.write_table(pa.table(cells), root / "m.parquet")
+    (root / "m.csv").write_text("\n".join(
+        ["image,category,split"] + [",".join(c or "" for c in row) for row in
+                                    zip(*cells.values(), strict=True)]) + "\n")
+    as_csv = rows(load_dataset(root / "m.csv"))
+    assert rows(load_dataset(root / "m.parquet")) == as_csv
+    assert rows(load_dataset(url(root / "m.parquet"))) == as_csv
+    pq.write_table(pa.table({"image": files, "category": [None] * len(files)}),
+                   root / "bad.parquet")
+    with pytest.raises(PipelineError, match="row 2 .* has an empty label"):
+        load_dataset(root / "bad.parquet")
+    (root / "broken.parquet").write_bytes(b"PAR1 not really")
+    with pytest.raises(PipelineError, match="cannot read Parquet manifest"):
+        load_dataset(root / "broken.parquet")

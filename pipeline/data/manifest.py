@@ -1,5 +1,8 @@
 """Datasets kept as a CSV manifest: ``path,label[,split]``, paths relative to the CSV.
 
+A Parquet manifest (``.parquet``, read with pyarrow) is read as a CSV whose header is its
+column names. Either may sit under an fsspec URL (:func:`pipeline.data.remote.read_url`).
+
 A header row is optional; when present it names the columns (in any order): ``path`` (or
 ``file``, ``filename``, ``image``), ``label`` (or ``class``, ``category``) and optionally
 ``split`` (or ``subset``). A row's id is the path as listed (normalised, relative to the CSV's
@@ -12,6 +15,7 @@ from __future__ import annotations
 import csv
 import io
 import os
+from collections.abc import Callable
 from pathlib import Path, PurePath
 
 from pipeline.data.folder import LocalTree, Tree, split_of_name
@@ -27,21 +31,40 @@ HEADER_NAMES = {
 }
 
 
+MANIFEST_SUFFIXES = (".csv", ".parquet")
+
+
 def _read_rows(manifest: Path) -> list[list[str]]:
-    try:
-        with open(manifest, newline="", encoding="utf-8-sig") as f:
-            return csv_rows(manifest, f.read())
-    except (OSError, UnicodeDecodeError) as e:
-        raise PipelineError(f"{manifest}: cannot read CSV manifest ({e})") from None
+    return manifest_rows(manifest, manifest.read_bytes)
 
 
-def csv_rows(manifest: object, text: str) -> list[list[str]]:
-    """The non-empty rows of a manifest's text."""
+def manifest_rows(manifest: object, read: Callable[[], bytes]) -> list[list[str]]:
+    """The non-empty rows of a CSV or Parquet manifest (its column names first), as text."""
+    kind = "Parquet" if str(manifest).lower().endswith(".parquet") else "CSV"
     try:
-        return [r for r in csv.reader(io.StringIO(text, newline=""))
-                if r and any(c.strip() for c in r)]
-    except csv.Error as e:
-        raise PipelineError(f"{manifest}: cannot read CSV manifest ({e})") from None
+        data = read()
+        rows = _parquet_rows(manifest, data) if kind == "Parquet" else \
+            list(csv.reader(io.StringIO(data.decode("utf-8-sig"), newline="")))
+    except (OSError, UnicodeDecodeError, csv.Error, ValueError) as e:
+        why = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise PipelineError(f"{manifest}: cannot read {kind} manifest ({why})") from None
+    return [r for r in rows if r and any(c.strip() for c in r)]
+
+
+def _parquet_rows(manifest: object, data: bytes) -> list[list[str]]:
+    try:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+    except ImportError:
+        raise PipelineError(f"{manifest}: a Parquet manifest needs pyarrow (pip install "
+                            "pyarrow; the ray extra has it)") from None
+    try:
+        table = pq.read_table(pa.BufferReader(data))
+    except pa.ArrowException as e:
+        raise ValueError(str(e)) from None
+    columns = [["" if v is None else str(v) for v in table.column(i).to_pylist()]
+               for i in range(table.num_columns)]
+    return [list(table.column_names)] + [list(row) for row in zip(*columns, strict=True)]
 
 
 def _columns(manifest: object, rows: list[list[str]]) -> tuple[dict[str, int], bool]:

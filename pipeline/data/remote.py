@@ -7,8 +7,8 @@ of a local folder. Each file's stat comes from the listing too: its size and its
 generation, or MD5; else its modification time) key the hash cache, so a rerun over unchanged
 objects reads none of them. Image bytes are read through fsspec by both engines
 (:mod:`pipeline.data.locations`). Object stores have no symlinks; under ``file://`` a link
-that leaves the root is refused as in a local folder. A CSV manifest under a URL is read
-with the rules of a local one, against one listing of its folder.
+that leaves the root is refused as in a local folder. A CSV or Parquet manifest under a URL
+is read with the rules of a local one, against one listing of its folder.
 """
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ from typing import Any
 from pipeline.data.folder import outside_root, read_tree
 from pipeline.data.hash_cache import FRESH_SECONDS, FileStat, Hasher
 from pipeline.data.locations import read_bytes, url_fs
-from pipeline.data.manifest import csv_rows, read_rows
+from pipeline.data.manifest import MANIFEST_SUFFIXES, manifest_rows, read_rows
 from pipeline.data.samples import Dataset
 from pipeline.errors import PipelineError
 
@@ -127,13 +127,9 @@ def stamp_of(info: dict[str, Any]) -> tuple[str | None, bool]:
 
 def read_url(url: str, hasher: Hasher | None = None) -> Dataset:
     """A dataset under ``url``: a folder layout (the same layouts as a local folder), or a
-    CSV manifest (paths relative to its folder, whose listing gives the files' stats)."""
-    if not url.lower().endswith(".csv"):
+    CSV or Parquet manifest (paths relative to its folder, whose listing gives the stats)."""
+    if not url.lower().endswith(MANIFEST_SUFFIXES):
         return read_tree(RemoteTree(url), hasher)
     folder, _, name = url.rpartition("/")
-    try:
-        text = read_bytes(url).decode("utf-8-sig")
-    except (OSError, UnicodeDecodeError) as e:
-        raise PipelineError(f"{url}: cannot read CSV manifest ({e})") from None
-    return read_rows(RemoteTree(folder), url, PurePosixPath(name).stem, csv_rows(url, text),
-                     hasher)
+    rows = manifest_rows(url, lambda: read_bytes(url))
+    return read_rows(RemoteTree(folder), url, PurePosixPath(name).stem, rows, hasher)

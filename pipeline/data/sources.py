@@ -17,7 +17,7 @@ from pipeline.data import builtin
 from pipeline.data.folder import read_folder
 from pipeline.data.hash_cache import Hasher
 from pipeline.data.locations import is_data_url
-from pipeline.data.manifest import read_manifest
+from pipeline.data.manifest import MANIFEST_SUFFIXES, read_manifest
 from pipeline.data.remote import read_url
 from pipeline.data.samples import Dataset
 from pipeline.data.splits import (
@@ -68,9 +68,9 @@ def _read(data: str | Path, elpv_levels: bool, hasher: Hasher) -> Dataset:
         names = ", ".join(builtin.NAMES)
         raise PipelineError(f"{text}: no such folder or CSV file (builtin datasets: {names})")
     if path.is_file():
-        if path.suffix.lower() != ".csv":
+        if path.suffix.lower() not in MANIFEST_SUFFIXES:
             raise PipelineError(f"{text}: expected a folder of class subfolders or a CSV "
-                                "manifest (path,label[,split])")
+                                "manifest (path,label[,split]; or the same as .parquet)")
         return read_manifest(path, hasher)
     return read_folder(path, hasher)
 
