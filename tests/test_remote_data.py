@@ -189,3 +189,17 @@ def test_a_parquet_manifest_reads_as_the_csv_one_here_and_under_a_url(tmp_path):
     (root / "broken.parquet").write_bytes(b"PAR1 not really")
     with pytest.raises(PipelineError, match="cannot read Parquet manifest"):
         load_dataset(root / "broken.parquet")
+
+
+def test_fine_tuning_reads_and_verifies_a_url_datasets_images(tmp_path):
+    from pipeline.finetune.data import check_dataset, image_paths, load_splits
+
+    root = make_class_folder(tmp_path / "d", {"a": 6, "b": 6})
+    fs = load_feature_set(run_extraction(url(root), cache_dir=tmp_path / "c", **TINY)[0].path)
+    paths = image_paths(fs)
+    assert paths[0] == f"{url(root)}/{fs.ids[0]}"
+    splits = load_splits(fs, size=32)
+    assert sum(len(s.ids) for s in splits.values()) == len(fs.ids)
+    make_image(root / str(fs.ids[0]), seed=99, fmt="PNG")
+    with pytest.raises(PipelineError, match="1 of 12 images .*changed"):
+        check_dataset(fs, paths)

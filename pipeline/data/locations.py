@@ -25,7 +25,7 @@ def url_fs(url: str) -> tuple[Any, str]:
     try:
         import fsspec
     except ImportError:
-        raise PipelineError(f"{url}: a dataset URL needs fsspec (pip install 'pipeline[ray]'; "
+        raise PipelineError(f"{url}: a dataset URL needs fsspec (pip install 'pipeline[remote]'; "
                             "s3fs or gcsfs for s3:// and gs://)") from None
     try:
         return fsspec.core.url_to_fs(url)

@@ -21,8 +21,8 @@ from typing import Any
 import numpy as np
 
 from pipeline.cache.store import SPLITS, FeatureSet, load_feature_set
+from pipeline.data.locations import is_data_url, location_sha256
 from pipeline.errors import PipelineError
-from pipeline.fileio import file_sha256
 from pipeline.runs.record import CacheRef
 
 
@@ -53,19 +53,22 @@ def load_run_cache(cache: CacheRef | Mapping[str, Any],
     return fs
 
 
-def image_paths(fs: FeatureSet) -> list[Path]:
-    """``dataset_root / id`` for every row of the cache."""
-    root = Path(fs.info.dataset_root)
-    return [root / str(i) for i in fs.ids]
+def image_paths(fs: FeatureSet) -> list[str]:
+    """``dataset_root / id`` for every row of the cache: a path, or a URL for a dataset read
+    through fsspec (ids are ``/``-separated relative paths in both)."""
+    root = str(fs.info.dataset_root)
+    if is_data_url(root):
+        return [f"{root.rstrip('/')}/{i}" for i in fs.ids]
+    return [str(Path(root) / str(i)) for i in fs.ids]
 
 
-def check_dataset(fs: FeatureSet, paths: list[Path] | None = None) -> list[Path]:
+def check_dataset(fs: FeatureSet, paths: list[str] | None = None) -> list[str]:
     """Hash every image again; raise one line if any is missing or differs from the cache."""
     paths = paths if paths is not None else image_paths(fs)
     problems: list[str] = []
     for sample_id, path, digest in zip(fs.ids, paths, fs.sha256, strict=True):
         try:
-            actual = file_sha256(path)
+            actual = location_sha256(path)
         except FileNotFoundError:
             problems.append(f"{sample_id} (missing)")
             continue
@@ -84,7 +87,7 @@ def check_dataset(fs: FeatureSet, paths: list[Path] | None = None) -> list[Path]
     return paths
 
 
-def read_images(paths: list[Path], size: int, batch_size: int = 32,
+def read_images(paths: list[str], size: int, batch_size: int = 32,
                 on_error: Callable[[int, str], None] | None = None) -> tuple[np.ndarray,
                                                                            np.ndarray]:
     """``(images (n, size, size, 3) float32, ok (n,) bool)`` through the extraction reader."""
