@@ -177,7 +177,9 @@ def _class_weights(y: np.ndarray, n_classes: int, class_weight: str) -> np.ndarr
 def _train(rows: FeatureRows, mask: np.ndarray, loss: str, params: dict[str, Any], scaler: Any,
            *, seed: int, max_bytes: int) -> tuple[np.ndarray, np.ndarray]:
     """``(coef (outputs, d), intercept)`` minimising the mean ``loss`` + ``||W||^2 / (2 C n)``
-    by minibatch Adam over ranges of rows (one output for two classes)."""
+    by minibatch Adam over ranges of rows (one output for two classes). A step takes the
+    gradient of :data:`BATCH` rows however few rows a range holds (a small budget reads small
+    ranges): gradients are summed across ranges until a batch is complete."""
     k = len(rows.class_names)
     outputs = 1 if k == 2 else k
     y_all = rows.labels.astype(np.int64)
@@ -186,17 +188,23 @@ def _train(rows: FeatureRows, mask: np.ndarray, loss: str, params: dict[str, Any
     weights = _class_weights(y_all[mask], k, str(params.get("class_weight", "none")))
     w = np.zeros((int(np.prod(rows.feature_shape)), outputs), dtype=np.float32)
     b = np.zeros(outputs, dtype=np.float32)
-    adam = _Adam([w, b])
-    rng = np.random.default_rng(seed)
+    adam, rng = _Adam([w, b]), np.random.default_rng(seed)
+    gw, gb, seen = np.zeros_like(w), np.zeros_like(b), 0
     for epoch in range(epochs(n)):
         lr = LEARNING_RATE / math.sqrt(1 + epoch)
         for idx, x in _ranges(rows, mask, max_bytes, rng):
             z = scaler.transform(x)
-            for batch in np.array_split(rng.permutation(len(idx)), -(-len(idx) // BATCH)):
-                xb, yb = z[batch], y_all[idx[batch]]
-                g = (_loss_grad(loss, xb @ w + b, yb) * weights[yb][:, None]
-                     / len(batch)).astype(np.float32)
-                adam.step([xb.T @ g + alpha * w, g.sum(axis=0)], lr)
+            for piece in np.array_split(rng.permutation(len(idx)), -(-len(idx) // BATCH)):
+                xb, yb = z[piece], y_all[idx[piece]]
+                g = (_loss_grad(loss, xb @ w + b, yb) * weights[yb][:, None]).astype(np.float32)
+                gw += xb.T @ g
+                gb += g.sum(axis=0)
+                seen += len(piece)
+                if seen >= BATCH:
+                    adam.step([gw / seen + alpha * w, gb / seen], lr)
+                    gw[:], gb[:], seen = 0.0, 0.0, 0
+    if seen:
+        adam.step([gw / seen + alpha * w, gb / seen], lr)
     return w.T.astype(np.float64), b.astype(np.float64)
 
 
