@@ -213,7 +213,9 @@ def _scaler(rows: FeatureRows, mask: np.ndarray, max_bytes: int) -> Any:
 
     scaler = StandardScaler()
     for _, x in _ranges(rows, mask, max_bytes):
-        scaler.partial_fit(x)
+        # a few rows at a time: partial_fit's float64 temporaries are 2-4x what it is given
+        for block in np.array_split(x, -(-len(x) // BATCH)):
+            scaler.partial_fit(block)
     return scaler
 
 
