@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import csv
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from helpers import make_cache
+from test_cli_surface import cli
 
 from pipeline.cache import write_feature_set
 from pipeline.cache.store import load_feature_set, open_feature_rows
-from pipeline.cli import main
 from pipeline.errors import PipelineError, UsageError
 from pipeline.heads import FitOptions, list_heads
 from pipeline.heads.options import parse_memory
@@ -40,18 +39,6 @@ class Lines(Reporter):
 
     def line(self, text: str) -> None:
         self.lines.append(text)
-
-
-def cli(monkeypatch, capsys, *args: str) -> tuple[int, str, str]:
-    """``pipeline ARGS`` through the console entry point: (exit status, stdout, stderr)."""
-    monkeypatch.setattr(sys, "argv", ["pipeline", *args])
-    try:
-        main()
-        code = 0
-    except SystemExit as e:
-        code = e.code or 0
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def class_ordered(path: Path, **kw) -> Path:

@@ -118,7 +118,7 @@ def heads_list(as_json: bool = JsonOpt) -> None:
     if as_json:
         emit_json([{"kind": s.kind, "library": s.family, "what": s.summary,
                     "export_formats": list(s.export_formats), "finetunable": s.finetunable,
-                    "scaling": s.scaling,
+                    "scaling": s.scaling, "memory": s.memory,
                     "parameters": [{"name": p.name, "default": format_value(p.default),
                                     "expected": p.expected} for p in s.params]}
                    for s in list_heads()])
@@ -137,7 +137,9 @@ def _capabilities(spec: Any) -> str:
     """What a kind can do, as declared on its spec: export formats, fine-tuning, scaling."""
     lines = [f"export: {', '.join(spec.export_formats) or '-'}",
              "fine-tune: " + ("yes" if spec.finetunable else "no"),
-             f"cost: {spec.scaling} in rows"]
+             f"cost: {spec.scaling} in rows",
+             "memory: " + ("out of core past --max-memory" if spec.memory == "chunks"
+                           else "every row")]
     return "\n".join(lines)
 
 
