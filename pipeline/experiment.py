@@ -75,7 +75,7 @@ metric = "balanced_accuracy"
 refit = false
 class_weight = "none"
 # max_memory = "4G"   # a cache needing more trains logreg/linear_svm out of core (default:
-#                     # a quarter of RAM); other heads are then refused
+#                     # half of RAM); other heads are then refused
 
 # No [[heads]] tables: the default sweep (logreg, linear_svm, rbf_svm, knn, random_forest,
 # dense). Add tables to choose your own, e.g.

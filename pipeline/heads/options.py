@@ -50,7 +50,7 @@ def _check_jobs(jobs: int | None) -> str | None:
 
 
 #: The default memory budget (``max_memory``), as a fraction of this machine's RAM.
-DEFAULT_MEMORY_FRACTION = 0.25
+DEFAULT_MEMORY_FRACTION = 0.5
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 
 
@@ -103,8 +103,8 @@ class FitOptions(Options):
                            "auto = 5 folds when validation has fewer than 50 samples of a "
                            "class.", check=_check_cv)
     max_memory: int | str | None = option(
-        None, "Memory budget for one cache's features (e.g. 512M, 4G, or bytes; default: a "
-        "quarter of RAM). A cache whose in-memory sweep would need more trains its linear "
+        None, "Memory budget for one cache's features (e.g. 512M, 4G, or bytes; default: half "
+        "of RAM). A cache whose in-memory sweep would need more trains its linear "
         "heads (logreg, linear_svm) out of core, a chunk at a time; other heads are refused.",
         check=_check_memory)
 

@@ -1,7 +1,7 @@
 """Heads on caches larger than memory: linear heads trained out of core, a chunk at a time.
 
 :func:`pipeline.heads.sweep.run_sweep` first asks :func:`plan_memory` which caches would need
-more than the memory budget (``FitOptions.max_memory``, ``--max-memory``; default a quarter of
+more than the memory budget (``FitOptions.max_memory``, ``--max-memory``; default half of
 RAM) if swept in memory (:func:`in_memory_bytes`). Those caches are never loaded whole: the
 kinds whose spec declares ``memory="chunks"`` (``logreg``, ``linear_svm``) train on ranges of
 rows read from the HDF5 file in a random order each epoch, one line saying so; any other kind
@@ -14,7 +14,8 @@ The fits are the in-memory heads' models, trained by minibatch Adam on the same 
 saved head is an ordinary ``logreg``/``linear_svm`` run: a ``StandardScaler`` (fitted with
 ``partial_fit``) in front of a ``LogisticRegression`` (softmax, or sigmoid for two classes) or
 a Platt-calibrated ``LinearSVC`` (one-vs-rest squared hinge; the sigmoid fitted on a held-out,
-seeded :data:`CALIBRATION_SHARE` of the training rows, which the SVM does not see). Runs are
+seeded :data:`CALIBRATION_SHARE` of the training rows, which the SVM does not see); their
+``max_iter`` is not used (:func:`epochs` passes instead). Runs are
 saved, ranked, predicted and exported like in-memory ones; their metrics say
 ``"trained": "out_of_core"``. Cross-validated selection (``--cv``) is not done out of core:
 configurations are chosen on validation (said in one line when ``--cv K`` was asked for).

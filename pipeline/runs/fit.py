@@ -41,7 +41,7 @@ def fit_heads(
     ``heads``: grids (see :func:`pipeline.heads.as_grids`); ``None`` runs the default sweep.
     ``metric``, ``refit``, ``class_weight`` (``"balanced"``/``"none"``), ``jobs``, ``seed``,
     ``cv`` (folds of cross-validated selection: ``"auto"``, 0 = off, K), ``max_memory``
-    (budget past which linear heads train out of core: ``"4G"``; default a quarter of RAM):
+    (budget past which linear heads train out of core: ``"4G"``; default half of RAM):
     see :class:`~pipeline.heads.FitOptions` (validated before any work).
     ``reports_dir``/``quiet`` (or ``ctx``): where run folders go, and the progress output.
     ``extra_config`` is stored in each run's ``config.json`` as ``experiment``.
