@@ -152,7 +152,7 @@ def _loss_grad(loss: str, z: np.ndarray, y: np.ndarray) -> np.ndarray:
     n = np.arange(len(y))
     if loss == "log_loss":
         if z.shape[1] == 1:
-            return 1.0 / (1.0 + np.exp(-z)) - y[:, None]
+            return 0.5 * (1.0 + np.tanh(0.5 * z)) - y[:, None]  # sigmoid, no overflow
         p = np.exp(z - z.max(axis=1, keepdims=True))
         p /= p.sum(axis=1, keepdims=True)
         p[n, y] -= 1.0
