@@ -241,3 +241,12 @@ def test_runs_trained_out_of_core_predict_images_and_export(tmp_path, monkeypatc
     np.testing.assert_allclose(got, want.max(axis=1), atol=1e-4)
     exported = export(run_dir, tmp_path / "logreg.keras", reports_dir=reports)
     assert exported.path.is_file()
+
+
+def test_an_out_of_core_refit_trains_on_train_and_validation_before_the_test(tmp_path):
+    cache = make_cache(tmp_path / "c.h5", n=200, d=8)
+    result = fit_heads(cache, ["linear_svm"], max_memory=TINY_BUDGET, refit=True, cv=0,
+                       save=False, quiet=True)
+    [run] = result.runs
+    assert run.refit and run.test["refit_seconds"] > 0 and run.test["trained"] == "out_of_core"
+    assert run.head is not run.candidate.head and result.refit
