@@ -15,6 +15,7 @@ An experiment file names the data, the bases, the extraction options and the hea
     metric = "balanced_accuracy"        # chosen on validation only
     refit = false
     class_weight = "none"               # or "balanced"
+    max_memory = "4G"                   # past it, linear heads train out of core
 
     [[heads]]                           # one table per head kind; lists are grids
     kind = "logreg"
@@ -73,6 +74,8 @@ seed = 0
 metric = "balanced_accuracy"
 refit = false
 class_weight = "none"
+# max_memory = "4G"   # a cache needing more trains logreg/linear_svm out of core (default:
+#                     # half of RAM); other heads are then refused
 
 # No [[heads]] tables: the default sweep (logreg, linear_svm, rbf_svm, knn, random_forest,
 # dense). Add tables to choose your own, e.g.
@@ -240,6 +243,7 @@ def run_experiment(
     reports_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     jobs: int | None = None,
+    max_memory: int | str | None = None,
     quiet: bool = False,
     extract_fn: ExtractFn | None = None,
 ) -> ExperimentResult:
@@ -251,7 +255,8 @@ def run_experiment(
     """
     if not isinstance(experiment, Experiment):
         experiment = load_experiment(experiment)
-    options = experiment.fit.replace(jobs=jobs)  # checked before any extraction
+    # checked before any extraction
+    options = experiment.fit.replace(jobs=jobs, max_memory=max_memory)
     ctx = Context.create(
         cache_dir=cache_dir if cache_dir is not None else experiment.cache_dir,
         reports_dir=reports_dir if reports_dir is not None else experiment.reports_dir,

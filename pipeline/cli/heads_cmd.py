@@ -118,7 +118,7 @@ def heads_list(as_json: bool = JsonOpt) -> None:
     if as_json:
         emit_json([{"kind": s.kind, "library": s.family, "what": s.summary,
                     "export_formats": list(s.export_formats), "finetunable": s.finetunable,
-                    "scaling": s.scaling,
+                    "scaling": s.scaling, "memory": s.memory,
                     "parameters": [{"name": p.name, "default": format_value(p.default),
                                     "expected": p.expected} for p in s.params]}
                    for s in list_heads()])
@@ -137,7 +137,9 @@ def _capabilities(spec: Any) -> str:
     """What a kind can do, as declared on its spec: export formats, fine-tuning, scaling."""
     lines = [f"export: {', '.join(spec.export_formats) or '-'}",
              "fine-tune: " + ("yes" if spec.finetunable else "no"),
-             f"cost: {spec.scaling} in rows"]
+             f"cost: {spec.scaling} in rows",
+             "memory: " + ("out of core past --max-memory" if spec.memory == "chunks"
+                           else "every row")]
     return "\n".join(lines)
 
 
@@ -184,6 +186,8 @@ def fit_head(
     seed: int = typer.Option(FitOptions.default("seed"), help=FitOptions.help("seed")),
     cv: str = typer.Option(str(FitOptions.default("cv")), "--cv", metavar="auto|0|K",
                            help=FitOptions.help("cv")),
+    max_memory: str = typer.Option(FitOptions.default("max_memory"), "--max-memory",
+                                   metavar="SIZE", help=FitOptions.help("max_memory")),
     reports_dir: Path = typer.Option(None, "--reports-dir", help="Where run folders go "
                                      "(default: $PIPELINE_REPORTS_DIR or ./reports)."),
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Where cache names are looked "
@@ -204,12 +208,13 @@ def fit_head(
     with usage_errors():
         grids = parse_head_args(tokens) if head else None
         options = FitOptions(metric=metric, refit=refit, class_weight=class_weight, jobs=jobs,
-                             seed=seed, cv=cv)
+                             seed=seed, cv=cv, max_memory=max_memory)
     if _runs_keras(grids):
         quiet_tensorflow()
     result = fit_heads(caches, grids, metric=options.metric, refit=options.refit,
                        class_weight=options.class_weight, jobs=options.jobs,
-                       seed=options.seed, cv=options.cv, reports_dir=reports_dir,
+                       seed=options.seed, cv=options.cv, max_memory=options.max_memory,
+                       reports_dir=reports_dir,
                        cache_dir=cache_dir, quiet=quiet or as_json)
     if as_json:
         emit_json(sweep_json(result))
@@ -405,6 +410,9 @@ def run(
     cache_dir: Path = typer.Option(None, "--cache-dir", help="Feature cache folder "
                                    "(default: $PIPELINE_CACHE_DIR or ./cache)."),
     jobs: int = typer.Option(None, "--jobs", "-j", help="Parallel head workers."),
+    max_memory: str = typer.Option(None, "--max-memory", metavar="SIZE",
+                                   help=FitOptions.help("max_memory") + " Overrides [fit] "
+                                   "max_memory."),
     print_default: bool = typer.Option(False, "--print-default", help="Print the default "
                                        "experiment file (a template) and exit."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress output."),
@@ -424,11 +432,12 @@ def run(
     if print_default:
         typer.echo(DEFAULT_EXPERIMENT_TOML, nl=False)
         return
-    with usage_errors():  # a bad experiment file is found before any work
+    with usage_errors():  # a bad experiment file or option is found before any work
         experiment = load_experiment(config)
+        experiment.fit.replace(max_memory=max_memory)
     quiet_tensorflow()  # an experiment extracts (and its default sweep fits a dense head)
     result = run_experiment(experiment, reports_dir=reports_dir, cache_dir=cache_dir,
-                            jobs=jobs, quiet=quiet or as_json)
+                            jobs=jobs, max_memory=max_memory, quiet=quiet or as_json)
     if as_json:
         emit_json(dict(sweep_json(result.sweep), best_run_dir=str(result.sweep.best.run_dir)))
         return

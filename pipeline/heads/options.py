@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import re
 from dataclasses import dataclass
 
 from pipeline.heads.metrics import DEFAULT_METRIC, SELECTION_METRICS
@@ -47,6 +49,37 @@ def _check_jobs(jobs: int | None) -> str | None:
     return None
 
 
+#: The default memory budget (``max_memory``), as a fraction of this machine's RAM.
+DEFAULT_MEMORY_FRACTION = 0.5
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def ram_bytes() -> int:
+    """This machine's physical memory."""
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def parse_memory(size: int | str | None) -> int | None:
+    """A memory size in bytes: ``256M``, ``2G``, ``1.5k``, ``512KiB``, ``1000000`` (bytes);
+    ``None`` (the default) is :data:`DEFAULT_MEMORY_FRACTION` of RAM; ``None`` is also what
+    anything else (``lots``, ``-1``, ``0``) returns, for the caller's one-line error."""
+    if size is None:
+        return int(DEFAULT_MEMORY_FRACTION * ram_bytes())
+    if isinstance(size, bool):
+        return None
+    m = re.fullmatch(r"(\d+(?:\.\d*)?)\s*([KMGT]?)(?:I?B)?", str(size).strip().upper())
+    if not m or float(m.group(1)) <= 0:
+        return None
+    n = int(float(m.group(1)) * _UNITS[m.group(2)])
+    return n if n >= 1 else None
+
+
+def _check_memory(size: int | str | None) -> str | None:
+    if parse_memory(size) is None:
+        return "expected a size such as 512M, 4G or a number of bytes"
+    return None
+
+
 @dataclass(frozen=True)
 class FitOptions(Options):
     """How heads are fitted and chosen; validated when made, before any work."""
@@ -69,6 +102,11 @@ class FitOptions(Options):
                            "test once: a number of folds, 0 = off (choose on validation), "
                            "auto = 5 folds when validation has fewer than 50 samples of a "
                            "class.", check=_check_cv)
+    max_memory: int | str | None = option(
+        None, "Memory budget for one cache's features (e.g. 512M, 4G, or bytes; default: half "
+        "of RAM). A cache whose in-memory sweep would need more trains its linear "
+        "heads (logreg, linear_svm) out of core, a chunk at a time; other heads are refused.",
+        check=_check_memory)
 
     def validate(self) -> None:
         folds = self.cv_folds
@@ -79,6 +117,13 @@ class FitOptions(Options):
     def cv_folds(self) -> int | None:
         """The number of folds asked for: ``None`` = auto, ``0`` = off."""
         return parse_cv(self.cv)  # type: ignore[return-value]
+
+    @property
+    def memory_budget(self) -> int:
+        """``max_memory`` in bytes."""
+        budget = parse_memory(self.max_memory)
+        assert budget is not None  # checked when made
+        return budget
 
     @property
     def balanced(self) -> bool:

@@ -325,13 +325,13 @@ SPECS: tuple[HeadSpec, ...] = (
         "logreg", "L2-regularised logistic regression (smaller C = stronger regularisation)",
         LogRegHead, (P("C", "float", 1.0, "inverse regularisation strength", **_C),
                      P("max_iter", "int", 1000, "solver iterations", minimum=1), CLASS_WEIGHT),
-        family="sklearn", **_LAYERS),
+        family="sklearn", memory="chunks", **_LAYERS),
     HeadSpec(
         "linear_svm", "linear SVM (LinearSVC) with Platt-calibrated probabilities",
         LinearSVMHead, (P("C", "float", 1.0, "inverse regularisation strength", **_C),
                         P("max_iter", "int", 2000, "solver iterations", minimum=1),
                         CLASS_WEIGHT),
-        family="sklearn", **_LAYERS),
+        family="sklearn", memory="chunks", **_LAYERS),
     HeadSpec(
         "rbf_svm", "RBF-kernel SVM with Platt-calibrated probabilities",
         RBFSVMHead, (P("C", "float", 1.0, "inverse regularisation strength", **_C),

@@ -32,6 +32,9 @@ from pipeline.heads.params import Param
 
 #: How a kind's fitting cost grows with the training rows.
 SCALINGS = ("linear", "superlinear")
+#: How a kind's memory grows with the training rows: "rows" (every row in memory at once) or
+#: "chunks" (trains out of core a bounded chunk at a time: :mod:`pipeline.heads.out_of_core`).
+MEMORY_SCALINGS = ("rows", "chunks")
 #: The forms of export :mod:`pipeline.finetune.fold` turns into Keras layers (the export's
 #: ``layer_form``): a Keras model of logits; a linear model behind a StandardScaler (optionally
 #: Platt-calibrated); a ReLU multi-layer perceptron behind a StandardScaler.
@@ -148,8 +151,13 @@ class HeadSpec:
     scale_threshold: int | None = None
     #: What that scalable form is, in a few words (announced when a sweep switches to it).
     scalable_form: str = ""
+    #: How its memory grows with the training rows: one of :data:`MEMORY_SCALINGS` ("chunks":
+    #: past ``--max-memory`` the sweep trains it out of core instead of loading the rows).
+    memory: str = "rows"
 
     def __post_init__(self) -> None:
+        if self.memory not in MEMORY_SCALINGS:
+            raise ValueError(f"head {self.kind!r}: memory must be one of {MEMORY_SCALINGS}")
         if self.scaling not in SCALINGS:
             raise ValueError(f"head {self.kind!r}: scaling must be one of {SCALINGS}, "
                              f"not {self.scaling!r}")

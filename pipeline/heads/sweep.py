@@ -44,6 +44,7 @@ from pipeline.fileio import text_sha256
 from pipeline.heads.grid import HeadConfig, HeadGrid, expand_grids, make_grid
 from pipeline.heads.metrics import bootstrap_ci, classification_metrics, score_key
 from pipeline.heads.options import FitOptions
+from pipeline.heads.out_of_core import Records, plan_memory, sweep_over_budget
 from pipeline.heads.registry import get_head_spec
 from pipeline.heads.spec import Head
 from pipeline.heads.threads import plan, run_budgeted
@@ -319,8 +320,13 @@ def run_sweep(caches: str | os.PathLike | Iterable[str | os.PathLike], heads: He
     report = ctx.report if ctx is not None else Reporter()
     grids = as_grids(heads)
     configs = expand_grids(grids, {"class_weight": "balanced"} if options.balanced else None)
-    cache_dir = ctx.cache_dir if ctx is not None else None
-    data = [prepare(load_feature_set(p)) for p in resolve_caches(caches, cache_dir)]
+    paths = resolve_caches(caches, ctx.cache_dir if ctx is not None else None)
+    over = plan_memory(paths, [c.kind for c in configs], options.max_memory, report)
+    if over:  # too large for --max-memory: linear heads out of core, the rest refused
+        return sweep_over_budget(paths, over, configs, options, report, Records(
+            Split, Candidate, ChosenRun, SplitPredictions, SweepResult),
+            lambda fitting: run_sweep(fitting, heads, options, ctx=ctx))
+    data = [prepare(load_feature_set(p)) for p in paths]
     candidates = [Candidate(i, c) for i in range(len(data)) for c in configs]
     folds = _plan_cv(data, options, report)
     if any(folds):

@@ -23,6 +23,7 @@ def fit_heads(
     jobs: int | None = None,
     seed: int = 0,
     cv: int | str = "auto",
+    max_memory: int | str | None = None,
     reports_dir: str | os.PathLike | None = None,
     cache_dir: str | os.PathLike | None = None,
     save: bool = True,
@@ -39,7 +40,8 @@ def fit_heads(
     ``./cache``).
     ``heads``: grids (see :func:`pipeline.heads.as_grids`); ``None`` runs the default sweep.
     ``metric``, ``refit``, ``class_weight`` (``"balanced"``/``"none"``), ``jobs``, ``seed``,
-    ``cv`` (folds of cross-validated selection: ``"auto"``, 0 = off, K):
+    ``cv`` (folds of cross-validated selection: ``"auto"``, 0 = off, K), ``max_memory``
+    (budget past which linear heads train out of core: ``"4G"``; default half of RAM):
     see :class:`~pipeline.heads.FitOptions` (validated before any work).
     ``reports_dir``/``quiet`` (or ``ctx``): where run folders go, and the progress output.
     ``extra_config`` is stored in each run's ``config.json`` as ``experiment``.
@@ -52,7 +54,7 @@ def fit_heads(
         result.best.config.label, result.best.test["balanced_accuracy"], result.best.run_dir
     """
     options = FitOptions(metric=metric, refit=refit, class_weight=class_weight or "none",
-                         jobs=jobs, seed=seed, cv=cv)
+                         jobs=jobs, seed=seed, cv=cv, max_memory=max_memory)
     ctx = ctx or Context.create(reports_dir=reports_dir, cache_dir=cache_dir, quiet=quiet)
     result = run_sweep(caches, heads, options, ctx=ctx)
     if save:
