@@ -46,7 +46,7 @@ from pipeline.heads.metrics import bootstrap_ci, classification_metrics, score_k
 from pipeline.heads.options import FitOptions
 from pipeline.heads.registry import get_head_spec
 from pipeline.heads.spec import Head
-from pipeline.heads.threads import plan, run_budgeted
+from pipeline.heads.threads import in_process_budget, plan
 from pipeline.progress import Reporter
 
 #: The sweep run when no head is given: 11 configurations, well under a minute on ~1800x1280
@@ -286,25 +286,120 @@ class SweepResult:
         return sum(1 for c in self.candidates if c.cache_index == cache_index)
 
 
-def _fit_candidate(kind: str, params: dict[str, Any], n_classes: int, seed: int,
-                   x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray,
-                   y_va: np.ndarray) -> dict[str, Any]:
-    """Fit one configuration on train and score it on validation (runs in a worker)."""
+def _fit_group(kind: str, params: list[dict[str, Any]], n_classes: int, seed: int,
+               calibrate: bool, x_tr: np.ndarray, y_tr: np.ndarray, x_va: np.ndarray,
+               y_va: np.ndarray) -> list[dict[str, Any]]:
+    """Fit configurations of one kind on train (several: one warm-started path,
+    :meth:`Head.fit_path`) and score each on validation; one outcome dict per configuration.
+
+    ``calibrate=False`` (kinds whose probabilities need a calibration, see
+    :attr:`HeadSpec.calibrated`): fitted for ranking only; the validation metrics then come
+    from the uncalibrated scores (labels, ranks) and carry ``calibrated: False`` and no
+    log-loss.
+    """
+    spec = get_head_spec(kind)
     try:
-        head = get_head_spec(kind).make(params, n_classes=n_classes, seed=seed)
-        t0 = time.perf_counter()
-        head.fit(x_tr, y_tr, x_va, y_va)
-        t1 = time.perf_counter()
-        proba = head.predict_proba(x_va)
-        t2 = time.perf_counter()
+        heads = [spec.make(p, n_classes=n_classes, seed=seed, calibrate=calibrate)
+                 for p in params]
+        seconds = spec.cls.fit_path(heads, x_tr, y_tr, x_va, y_va)
     except Exception as e:  # one failing configuration must not sink the sweep
-        return {"error": f"{type(e).__name__}: {e}".splitlines()[0]}
-    return {"head": head, "validation": classification_metrics(y_va, proba), "proba": proba,
-            "fit_seconds": t1 - t0, "predict_seconds": t2 - t1}
+        if len(params) > 1:  # a failing path: each configuration on its own
+            return [out for p in params for out in _fit_group(
+                kind, [p], n_classes, seed, calibrate, x_tr, y_tr, x_va, y_va)]
+        return [{"error": f"{type(e).__name__}: {e}".splitlines()[0]}]
+    outs = []
+    for head, fit_s in zip(heads, seconds, strict=True):
+        t0 = time.perf_counter()
+        try:
+            scores = head.ranking_scores(x_va)
+        except Exception as e:
+            outs.append({"error": f"{type(e).__name__}: {e}".splitlines()[0]})
+            continue
+        predict_s = time.perf_counter() - t0
+        validation = classification_metrics(y_va, scores)
+        if not head.calibrate:
+            validation.update(log_loss=None, calibrated=False)
+        outs.append({"head": head, "validation": validation, "proba": scores,
+                     "fit_seconds": fit_s, "predict_seconds": predict_s})
+    return outs
 
 
-def _fit_indexed(i: int, threads: int, *args: Any) -> tuple[int, dict[str, Any]]:
-    return i, run_budgeted(threads, _fit_candidate, *args)
+def _groups(candidates: list[Candidate], workers: int) -> list[list[int]]:
+    """Candidate indices fitted together: a kind with a :attr:`HeadSpec.path_param` fits the
+    configurations of a cache that differ only in it as one path (ascending), split into
+    up to ``workers`` contiguous pieces of at least 2 so the workers share it; every other
+    configuration alone. The costliest kinds come first (else sweep order)."""
+    paths: dict[tuple, list[int]] = {}
+    singles: list[list[int]] = []
+    for i, c in enumerate(candidates):
+        key = get_head_spec(c.config.kind).path_param
+        if key is None:
+            singles.append([i])
+            continue
+        rest = repr(sorted((k, v) for k, v in c.config.params.items() if k != key))
+        paths.setdefault((c.cache_index, c.config.kind, rest), []).append(i)
+    groups = list(singles)
+    for (_, kind, _), members in paths.items():
+        key = get_head_spec(kind).path_param
+        members.sort(key=lambda i: candidates[i].config.params[key])
+        pieces = max(1, min(workers, len(members) // 2))
+        groups.extend(g.tolist() for g in np.array_split(np.asarray(members), pieces))
+    return sorted(groups, key=lambda g: get_head_spec(
+        candidates[g[0]].config.kind).scaling != "superlinear")
+
+
+def _fit_all(data: list[Split], candidates: list[Candidate], options: FitOptions,
+             report: Reporter, *, calibrate: bool = True) -> None:
+    """Fit every candidate on train, score it on validation (filled in place).
+
+    Every configuration (the dense heads too: they train in NumPy, no TensorFlow) runs in
+    a pool of threads of this process (no worker processes to start; the arrays are shared
+    as they are; libsvm, liblinear, the trees and BLAS release the GIL), the costliest kinds
+    first; workers x threads never exceed the cores (:mod:`pipeline.heads.threads`). One
+    worker: no pool, the fits run here one after the other. ``calibrate=False``: see
+    :func:`_fit_group`.
+    """
+    groups = _groups(candidates, plan(len(candidates), options.jobs)[0])
+    workers, threads = plan(len(groups), options.jobs)
+
+    def args(g: list[int]) -> tuple:
+        c = candidates[g[0]]
+        d = data[c.cache_index]
+        return (c.config.kind, [candidates[i].config.params for i in g], len(d.class_names),
+                options.seed, calibrate, d.x["train"], d.y["train"], d.x["validation"],
+                d.y["validation"])
+
+    report.line(f"fitting {len(candidates)} configurations on {len(data)} cache(s)")
+    for i, kind in dict.fromkeys((c.cache_index, c.config.kind) for c in candidates
+                                 if get_head_spec(c.config.kind).switches(
+                                     len(data[c.cache_index].y["train"]), c.config.params)):
+        report.line(get_head_spec(kind).switch_note(len(data[i].y["train"])))
+    with report.progress(len(candidates), "configurations") as bar, \
+            in_process_budget(threads), _quiet_fits():
+        if workers == 1:
+            done: Iterable = ((g, _fit_group(*args(g))) for g in groups)
+        else:
+            from joblib import Parallel, delayed
+
+            par = Parallel(n_jobs=workers, backend="threading",
+                           return_as="generator_unordered")
+            done = par(delayed(_fit_indexed)(g, *args(g)) for g in groups)
+        for g, outs in done:
+            for i, out in zip(g, outs, strict=True):
+                candidates[i].record(out)
+            bar.advance(len(g))
+
+
+def _fit_indexed(g: list[int], *args: Any) -> tuple[list[int], list[dict[str, Any]]]:
+    return g, _fit_group(*args)
+
+
+def _quiet_fits() -> Any:
+    """scikit-learn's ConvergenceWarning silenced for the whole pool (opened once, here in
+    the calling thread: warning filters are process-wide)."""
+    from pipeline.heads.sklearn_heads import quiet_convergence
+
+    return quiet_convergence()
 
 
 def run_sweep(caches: str | os.PathLike | Iterable[str | os.PathLike], heads: HeadsArg = None,
@@ -326,7 +421,7 @@ def run_sweep(caches: str | os.PathLike | Iterable[str | os.PathLike], heads: He
     if any(folds):
         _fit_cv(data, candidates, folds, options, report)
     else:
-        _fit_all(data, candidates, options, report)
+        _fit_on_validation(data, candidates, options, report)
     runs = _select_and_test(data, candidates, options)
     for r in runs:
         if r.cv is not None and r.cv["mean"] is not None:
@@ -337,36 +432,31 @@ def run_sweep(caches: str | os.PathLike | Iterable[str | os.PathLike], heads: He
                        reports_dir=None, refit=options.refit or any(folds), splits=data)
 
 
-def _fit_all(data: list[Split], candidates: list[Candidate], options: FitOptions,
-             report: Reporter) -> None:
-    """Fit every candidate on train, score it on validation (filled in place).
+def _fit_on_validation(data: list[Split], candidates: list[Candidate], options: FitOptions,
+                       report: Reporter) -> None:
+    """Fit on train and score on validation; kinds whose probabilities need a calibration
+    (:attr:`HeadSpec.calibrated`, the SVMs) are ranked uncalibrated unless the metric is
+    log-loss, and only the chosen configuration of each is then fitted calibrated (its
+    validation metrics are those of that calibrated head)."""
+    defer = options.metric != "log_loss"
+    _fit_all(data, candidates, options, report, calibrate=not defer)
+    while defer:
+        todo = [c for c in _choose(data, candidates, options.metric)[0]
+                if c.validation is not None and c.validation.get("calibrated") is False]
+        if not todo:
+            return
+        report.line("calibrating the chosen " + ", ".join(c.config.label for c in todo))
+        _fit_all(data, todo, options, Reporter(quiet=True))
 
-    Every configuration (the dense heads too: they train in NumPy, no TensorFlow) runs in
-    the worker pool, the costliest kinds dispatched first; workers x threads never exceed
-    the cores (:mod:`pipeline.heads.threads`).
-    """
-    from joblib import Parallel, delayed
 
-    workers, threads = plan(len(candidates), options.jobs)
-    order = sorted(range(len(candidates)), key=lambda i: get_head_spec(
-        candidates[i].config.kind).scaling != "superlinear")  # stable: else sweep order
-
-    def args(c: Candidate) -> tuple:
-        d = data[c.cache_index]
-        return (c.config.kind, c.config.params, len(d.class_names), options.seed,
-                d.x["train"], d.y["train"], d.x["validation"], d.y["validation"])
-
-    report.line(f"fitting {len(candidates)} configurations on {len(data)} cache(s)")
-    for i, kind in dict.fromkeys((c.cache_index, c.config.kind) for c in candidates
-                                 if get_head_spec(c.config.kind).switches(
-                                     len(data[c.cache_index].y["train"]), c.config.params)):
-        report.line(get_head_spec(kind).switch_note(len(data[i].y["train"])))
-    with report.progress(len(candidates), "configurations") as bar:
-        par = Parallel(n_jobs=workers, backend="loky", return_as="generator_unordered")
-        for i, out in par(delayed(_fit_indexed)(i, threads, *args(candidates[i]))
-                          for i in order):
-            candidates[i].record(out)
-            bar.advance(1)
+def _best(pool: list[Candidate], metric: str) -> Candidate:
+    """The best of one kind's candidates by validation ``metric`` (ties: lower log-loss,
+    then the earlier configuration); once one is calibrated, the uncalibrated ones (fitted
+    for ranking only) are out."""
+    settled = [c for c in pool if c.validation is not None
+               and c.validation.get("calibrated") is not False]
+    # max() keeps the first of equal scores, so ties go to the earlier configuration.
+    return max(settled or pool, key=lambda c: c.score(metric))
 
 
 def _choose(data: list[Split], candidates: list[Candidate], metric: str
@@ -380,9 +470,7 @@ def _choose(data: list[Split], candidates: list[Candidate], metric: str
             errors = "; ".join(sorted({c.error or "?" for c in mine}))
             raise PipelineError(f"{d.path}: every head configuration failed ({errors})")
         for kind in dict.fromkeys(c.config.kind for c in ok):
-            pool = [c for c in ok if c.config.kind == kind]
-            # max() keeps the first of equal scores, so ties go to the earlier configuration.
-            chosen.append(max(pool, key=lambda c: c.score(metric)))
+            chosen.append(_best([c for c in ok if c.config.kind == kind], metric))
     best_ids = set()
     for dataset in dict.fromkeys(data[c.cache_index].dataset for c in chosen):
         pool = [c for c in chosen if data[c.cache_index].dataset == dataset]
