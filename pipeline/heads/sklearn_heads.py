@@ -247,6 +247,10 @@ class LogRegHead(LinearHead):
         return LogisticRegression(C=self.params["C"], max_iter=self.params["max_iter"],
                                   class_weight=self._class_weight(), random_state=self.seed)
 
+    #: Set by :meth:`fit_path` for the next :meth:`fit`: the scaler fitted on these rows, the
+    #: rows it scaled, the estimator of the previous ``C`` (or ``None``).
+    _path_start: tuple[Any, np.ndarray, Any] | None = None
+
     @classmethod
     def fit_path(cls, heads: Sequence[Head], x: np.ndarray, y: np.ndarray,
                  x_val: np.ndarray | None = None, y_val: np.ndarray | None = None
@@ -256,7 +260,6 @@ class LogRegHead(LinearHead):
         from the solution of the previous one (L-BFGS warm start; the objective is strictly
         convex, so each fit reaches its own optimum, in fewer iterations). Each head keeps its
         own copy of the scaler in its pipeline."""
-        from sklearn.pipeline import Pipeline
         from sklearn.preprocessing import StandardScaler
 
         t0 = time.perf_counter()
@@ -267,20 +270,35 @@ class LogRegHead(LinearHead):
         seconds[0] = time.perf_counter() - t0
         previous = None
         for i in sorted(range(len(heads)), key=lambda i: heads[i].params["C"]):
-            t0 = time.perf_counter()
             head = heads[i]
             assert isinstance(head, LogRegHead)
-            _, yy, est = head._start(x32, y)
-            if previous is not None:
-                est.set_params(warm_start=True)
-                est.coef_, est.intercept_ = previous.coef_.copy(), previous.intercept_.copy()
-            with _quiet_convergence():
-                est.fit(xs, yy)
-            est.set_params(warm_start=False)  # what it saves is the plain estimator
-            head.pipeline = Pipeline([("scale", copy.deepcopy(scaler)), ("model", est)])
-            previous = est
+            t0 = time.perf_counter()
+            head._path_start = (scaler, xs, previous)
+            head.fit(x32, y, x_val, y_val)
+            previous = head.pipeline.named_steps["model"] if head.pipeline else None
             seconds[i] += time.perf_counter() - t0
         return list(seconds.values())
+
+    def fit(self, x: np.ndarray, y: np.ndarray, x_val: np.ndarray | None = None,
+            y_val: np.ndarray | None = None) -> LogRegHead:
+        """Alone: :meth:`SklearnHead.fit`. On a path (:meth:`fit_path`): the shared scaler,
+        and the L-BFGS iterations start from the previous ``C``'s solution."""
+        start, self._path_start = self._path_start, None
+        if start is None:
+            super().fit(x, y, x_val, y_val)
+            return self
+        from sklearn.pipeline import Pipeline
+
+        scaler, xs, previous = start
+        _, y, est = self._start(x, y)
+        if previous is not None:
+            est.set_params(warm_start=True)
+            est.coef_, est.intercept_ = previous.coef_.copy(), previous.intercept_.copy()
+        with _quiet_convergence():
+            est.fit(xs, y)
+        est.set_params(warm_start=False)  # what it saves is the plain estimator
+        self.pipeline = Pipeline([("scale", copy.deepcopy(scaler)), ("model", est)])
+        return self
 
 
 def _calibration_folds(kind: str, min_class_count: int, seed: int) -> StratifiedKFold:
