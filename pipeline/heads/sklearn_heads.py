@@ -20,6 +20,7 @@ scikit-learn is imported where an estimator is built, not with this module: the 
 from __future__ import annotations
 
 import copy
+import importlib
 import threading
 import time
 import warnings
@@ -39,6 +40,20 @@ from pipeline.heads.threads import thread_budget
 if TYPE_CHECKING:  # imported where estimators are built: listing the kinds stays fast
     from sklearn.model_selection import StratifiedKFold
     from sklearn.pipeline import Pipeline
+
+#: The scikit-learn modules the heads build estimators from, imported on first use.
+ESTIMATOR_MODULES = ("sklearn.calibration", "sklearn.ensemble", "sklearn.exceptions",
+                     "sklearn.kernel_approximation", "sklearn.linear_model",
+                     "sklearn.model_selection", "sklearn.neighbors", "sklearn.neural_network",
+                     "sklearn.pipeline", "sklearn.preprocessing", "sklearn.svm",
+                     "sklearn.utils.class_weight")
+
+
+def import_estimators() -> None:
+    """Import :data:`ESTIMATOR_MODULES` now (a benchmark does, before it times a sweep)."""
+    for name in ESTIMATOR_MODULES:
+        importlib.import_module(name)
+
 
 #: Training rows past which rbf_svm, knn and random_forest fit their scalable forms.
 SCALE_ROWS = 5_000
@@ -399,6 +414,7 @@ class RandomForestHead(SklearnHead):
         return RandomForestClassifier(
             n_estimators=self.params["n_estimators"], max_depth=self.params["max_depth"],
             min_samples_leaf=self.params["min_samples_leaf"],
+            max_features=self.params["max_features"],
             class_weight=self._class_weight(), random_state=self.seed,
             max_samples=cap if cap is not None and cap < n_train else None,
             n_jobs=thread_budget())
@@ -482,6 +498,9 @@ SPECS: tuple[HeadSpec, ...] = (
                            P("max_depth", "int", None, "tree depth limit", minimum=1,
                              nullable=True),
                            P("min_samples_leaf", "int", 1, "rows per leaf", minimum=1),
+                           P("max_features", "str", "sqrt", "features tried per split: sqrt "
+                             "or log2 of the feature count (log2: fewer, faster trees)",
+                             choices=("sqrt", "log2")),
                            CLASS_WEIGHT, FORM),
         family="sklearn", scaling="superlinear",
         scaling_note="each tree sorts its rows at every split (about n log n per tree)",

@@ -49,14 +49,17 @@ from pipeline.heads.spec import Head
 from pipeline.heads.threads import in_process_budget, plan
 from pipeline.progress import Reporter
 
-#: The sweep run when no head is given: 11 configurations, well under a minute on ~1800x1280
-#: training rows and 2 cores.
+#: The sweep run when no head is given: 11 configurations, a few seconds on ~1800x1280
+#: training rows and 2 cores. The random forest is 100 trees trying log2(d) features per
+#: split (about 8x cheaper than 200 trees on sqrt(d) on 1,280-wide rows; on the ELPV default
+#: its test balanced accuracy was 0.77 against 0.79, mean of 3 seeds; it was not the chosen
+#: head there, the SVMs and logistic regression lead).
 DEFAULT_SWEEP: tuple[tuple[str, dict[str, Any]], ...] = (
     ("logreg", {"C": [0.01, 0.1, 1.0]}),
     ("linear_svm", {"C": [0.001, 0.01]}),
     ("rbf_svm", {"C": [1.0, 10.0]}),
     ("knn", {"n_neighbors": [5, 15]}),
-    ("random_forest", {"n_estimators": [200]}),
+    ("random_forest", {"n_estimators": [100], "max_features": ["log2"]}),
     ("dense", {}),
 )
 
