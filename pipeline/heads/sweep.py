@@ -4,9 +4,12 @@ Protocol (what :func:`run_sweep` guarantees):
 
 1. Each cache is loaded once; its train/validation/test rows are separated once.
 2. Every configuration is fitted on **train** and scored on **validation** only.
-   Configurations run in parallel worker processes (joblib/loky; large arrays are shared as
-   memory maps), the dense heads too (they train in NumPy). Workers x threads never exceed
-   the cores (:mod:`pipeline.heads.threads`).
+   Configurations run in parallel threads of this process (no worker processes to start;
+   the fits release the GIL), the dense heads too (they train in NumPy). Workers x threads
+   never exceed the cores (:mod:`pipeline.heads.threads`). A logistic-regression grid over
+   ``C`` is fitted as one warm-started path. Unless the metric is log-loss, the SVM grids are
+   ranked by their uncalibrated decision values and only the chosen configuration is fitted
+   with its probability calibration (its validation metrics are the calibrated head's).
 3. Per cache and head kind, the configuration with the best validation ``metric`` is chosen
    (ties: lower validation log-loss, then the earlier configuration). Among those, the best per
    dataset is flagged ``best_overall``.
@@ -28,7 +31,8 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections import deque
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,7 +50,7 @@ from pipeline.heads.metrics import bootstrap_ci, classification_metrics, score_k
 from pipeline.heads.options import FitOptions
 from pipeline.heads.registry import get_head_spec
 from pipeline.heads.spec import Head
-from pipeline.heads.threads import in_process_budget, plan
+from pipeline.heads.threads import limited_threads, plan
 from pipeline.progress import Reporter
 
 #: The sweep run when no head is given: 11 configurations, a few seconds on ~1800x1280
@@ -352,25 +356,53 @@ def _groups(candidates: list[Candidate], workers: int) -> list[list[int]]:
 
 
 def _fit_all(data: list[Split], candidates: list[Candidate], options: FitOptions,
-             report: Reporter, *, calibrate: bool = True) -> None:
+             report: Reporter, *, defer: bool = False) -> None:
     """Fit every candidate on train, score it on validation (filled in place).
 
     Every configuration (the dense heads too: they train in NumPy, no TensorFlow) runs in
-    a pool of threads of this process (no worker processes to start; the arrays are shared
-    as they are; libsvm, liblinear, the trees and BLAS release the GIL), the costliest kinds
-    first; workers x threads never exceed the cores (:mod:`pipeline.heads.threads`). One
-    worker: no pool, the fits run here one after the other. ``calibrate=False``: see
-    :func:`_fit_group`.
+    a pool of threads of this process (no worker processes to start, the arrays shared as
+    they are: libsvm, liblinear, the trees and BLAS release the GIL), the costliest kinds
+    first; workers x threads never exceed the cores (:mod:`pipeline.heads.threads`).
+
+    ``defer``: kinds whose probabilities need a calibration (:attr:`HeadSpec.calibrated`)
+    are fitted for ranking only (:func:`_fit_group`); as soon as a kind's configurations on a
+    cache are all scored, its best (:func:`_best`) is fitted again, calibrated, in the same
+    pool while the others still run, and its outcome replaces the ranking fit's.
     """
     groups = _groups(candidates, plan(len(candidates), options.jobs)[0])
     workers, threads = plan(len(groups), options.jobs)
+    left: dict[tuple[int, str], int] = {}
+    for c in candidates:
+        key = (c.cache_index, c.config.kind)
+        left[key] = left.get(key, 0) + 1
 
-    def args(g: list[int]) -> tuple:
+    def run(task: tuple[list[int], bool]) -> list[dict[str, Any]]:
+        g, calibrate = task
         c = candidates[g[0]]
         d = data[c.cache_index]
-        return (c.config.kind, [candidates[i].config.params for i in g], len(d.class_names),
-                options.seed, calibrate, d.x["train"], d.y["train"], d.x["validation"],
-                d.y["validation"])
+        return _fit_group(c.config.kind, [candidates[i].config.params for i in g],
+                          len(d.class_names), options.seed, calibrate, d.x["train"],
+                          d.y["train"], d.x["validation"], d.y["validation"])
+
+    def then(task: tuple[list[int], bool], outs: list[dict[str, Any]]
+             ) -> list[tuple[list[int], bool]]:
+        g, calibrate = task
+        for i, out in zip(g, outs, strict=True):
+            candidates[i].record(out)
+        c = candidates[g[0]]
+        key = (c.cache_index, c.config.kind)
+        if not calibrate or not defer:
+            bar.advance(len(g))
+            left[key] -= len(g)
+        pool = [i for i, o in enumerate(candidates) if (o.cache_index, o.config.kind) == key
+                and o.validation is not None]
+        if not defer or left[key] or not pool:
+            return []
+        best = _best([candidates[i] for i in pool], options.metric)
+        assert best.validation is not None
+        if best.validation.get("calibrated") is not False:
+            return []
+        return [([next(i for i in pool if candidates[i] is best)], True)]
 
     report.line(f"fitting {len(candidates)} configurations on {len(data)} cache(s)")
     for i, kind in dict.fromkeys((c.cache_index, c.config.kind) for c in candidates
@@ -378,23 +410,27 @@ def _fit_all(data: list[Split], candidates: list[Candidate], options: FitOptions
                                      len(data[c.cache_index].y["train"]), c.config.params)):
         report.line(get_head_spec(kind).switch_note(len(data[i].y["train"])))
     with report.progress(len(candidates), "configurations") as bar, \
-            in_process_budget(threads), _quiet_fits():
-        if workers == 1:
-            done: Iterable = ((g, _fit_group(*args(g))) for g in groups)
-        else:
-            from joblib import Parallel, delayed
-
-            par = Parallel(n_jobs=workers, backend="threading",
-                           return_as="generator_unordered")
-            done = par(delayed(_fit_indexed)(g, *args(g)) for g in groups)
-        for g, outs in done:
-            for i, out in zip(g, outs, strict=True):
-                candidates[i].record(out)
-            bar.advance(len(g))
+            limited_threads(threads), _quiet_fits():
+        _schedule([(g, not defer) for g in groups], workers, run, then)
 
 
-def _fit_indexed(g: list[int], *args: Any) -> tuple[list[int], list[dict[str, Any]]]:
-    return g, _fit_group(*args)
+def _schedule(tasks: list[Any], workers: int, run: Callable[[Any], Any],
+              then: Callable[[Any, Any], list[Any]]) -> None:
+    """``run`` every task on ``workers`` threads; as each finishes, ``then(task, result)``
+    (in this thread) may add tasks, which start before the ones still waiting."""
+    from concurrent.futures import FIRST_COMPLETED, ThreadPoolExecutor, wait
+
+    waiting = deque(tasks)
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="sweep") as pool:
+        running: dict[Any, Any] = {}
+        while waiting or running:
+            while waiting and len(running) < workers:
+                task = waiting.popleft()
+                running[pool.submit(run, task)] = task
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for future in done:
+                task = running.pop(future)
+                waiting.extendleft(reversed(then(task, future.result())))
 
 
 def _quiet_fits() -> Any:
@@ -437,19 +473,11 @@ def run_sweep(caches: str | os.PathLike | Iterable[str | os.PathLike], heads: He
 
 def _fit_on_validation(data: list[Split], candidates: list[Candidate], options: FitOptions,
                        report: Reporter) -> None:
-    """Fit on train and score on validation; kinds whose probabilities need a calibration
+    """Fit on train and score on validation. Kinds whose probabilities need a calibration
     (:attr:`HeadSpec.calibrated`, the SVMs) are ranked uncalibrated unless the metric is
-    log-loss, and only the chosen configuration of each is then fitted calibrated (its
-    validation metrics are those of that calibrated head)."""
-    defer = options.metric != "log_loss"
-    _fit_all(data, candidates, options, report, calibrate=not defer)
-    while defer:
-        todo = [c for c in _choose(data, candidates, options.metric)[0]
-                if c.validation is not None and c.validation.get("calibrated") is False]
-        if not todo:
-            return
-        report.line("calibrating the chosen " + ", ".join(c.config.label for c in todo))
-        _fit_all(data, todo, options, Reporter(quiet=True))
+    log-loss (labels and decision values rank them), and only the chosen configuration of
+    each is fitted calibrated: its validation metrics are those of that calibrated head."""
+    _fit_all(data, candidates, options, report, defer=options.metric != "log_loss")
 
 
 def _best(pool: list[Candidate], metric: str) -> Candidate:
