@@ -511,8 +511,15 @@ def _choose(data: list[Split], candidates: list[Candidate], metric: str
 
 def _select_and_test(data: list[Split], candidates: list[Candidate],
                      options: FitOptions) -> list[ChosenRun]:
+    """The chosen candidates, each (refitted if asked and) tested once: in the sweep's
+    thread pool and thread budget, in the order of :func:`_choose`."""
+    from concurrent.futures import ThreadPoolExecutor
+
     chosen, best_ids = _choose(data, candidates, options.metric)
-    return [_test(data[c.cache_index], c, options, best=id(c) in best_ids) for c in chosen]
+    workers, threads = plan(len(chosen), options.jobs)
+    with limited_threads(threads), _quiet_fits(), ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(lambda c: _test(data[c.cache_index], c, options,
+                                             best=id(c) in best_ids), chosen))
 
 
 def _test(d: Split, c: Candidate, options: FitOptions, *, best: bool) -> ChosenRun:
