@@ -232,7 +232,7 @@ def test_the_svm_grid_is_ranked_uncalibrated_and_only_the_chosen_is_calibrated(
     # Binary ROC-AUC is unchanged by Platt scaling: the choice is the one that calibrating
     # every configuration (the previous sweep) makes.
     full = {c: _calibrated_validation(cache, {"C": c})["roc_auc"] for c in (0.001, 0.01, 1.0)}
-    assert run.config.params["C"] == max(full, key=full.get)
+    assert full[run.config.params["C"]] == pytest.approx(max(full.values()), abs=1e-12)
     # The recorded validation metrics are those of the calibrated head, log-loss included.
     direct = _calibrated_validation(cache, run.config.params)
     for name in ("balanced_accuracy", "accuracy", "roc_auc", "log_loss"):
@@ -334,3 +334,29 @@ def test_the_sweep_fits_in_threads_of_this_process_and_leaves_warning_filters(
     assert len(seen) == 3
     assert all(pid == os.getpid() and budget == per for pid, budget in seen)
     assert list(warnings.filters) == before
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_sweep_metrics_equal_classification_metrics(tmp_path, k):
+    """The sweep scores splits in NumPy (split_metrics); the numbers are those of
+    classification_metrics (scikit-learn), validation of every candidate and test alike."""
+    from helpers import make_cache
+
+    from pipeline.cache import load_feature_set
+    from pipeline.heads.metrics import classification_metrics
+    from pipeline.heads.options import FitOptions
+    from pipeline.heads.sweep import prepare, run_sweep
+
+    cache = make_cache(tmp_path / "c.h5", n=150, d=6, k=k, sep=0.8)
+    result = run_sweep([cache], [{"kind": "logreg", "C": [0.01, 1.0]}, "knn"],
+                       FitOptions(cv=0))
+    d = prepare(load_feature_set(cache))
+    pairs = [(c.validation, classification_metrics(d.y["validation"], c.proba))
+             for c in result.candidates]
+    pairs += [(r.test, classification_metrics(d.y["test"], r.predictions["test"].proba))
+              for r in result.runs]
+    for fast, slow in pairs:
+        assert fast["confusion_matrix"] == slow["confusion_matrix"]
+        for name in ("n_samples", "accuracy", "balanced_accuracy", "f1_macro", "roc_auc",
+                     "log_loss"):
+            assert fast[name] == pytest.approx(slow[name], abs=1e-12)
