@@ -360,3 +360,28 @@ def test_sweep_metrics_equal_classification_metrics(tmp_path, k):
         for name in ("n_samples", "accuracy", "balanced_accuracy", "f1_macro", "roc_auc",
                      "log_loss"):
             assert fast[name] == pytest.approx(slow[name], abs=1e-12)
+
+
+@pytest.mark.parametrize("gamma", ["scale", "auto", 0.05])
+def test_ranking_rbf_svms_on_one_kernel_matrix_equal_their_own_fits(gamma):
+    """The rbf_svm grid, ranked uncalibrated, shares one precomputed kernel: the decision
+    values are those of each SVC fitted on its own."""
+    from pipeline.heads.registry import get_head_spec
+    from pipeline.heads.sklearn_heads import RBFSVMHead
+
+    spec = get_head_spec("rbf_svm")
+    x, y = _blobs(150, 8, 3, seed=3)
+    x_val, _ = _blobs(60, 8, 3, seed=4)
+    grid = [1.0, 10.0, 0.1]
+    path = [spec.make({"C": c, "gamma": gamma}, n_classes=3, calibrate=False) for c in grid]
+    RBFSVMHead.fit_path(path, x, y)
+    for c, head in zip(grid, path, strict=True):
+        alone = spec.make({"C": c, "gamma": gamma}, n_classes=3, calibrate=False).fit(x, y)
+        np.testing.assert_allclose(head.pipeline.decision_function(x_val),
+                                   alone.pipeline.decision_function(x_val), atol=1e-6)
+        np.testing.assert_allclose(head.ranking_scores(x_val), alone.ranking_scores(x_val),
+                                   atol=1e-6)
+    # Calibrated fits (the chosen one) are the ordinary head, one by one.
+    calibrated = [spec.make({"C": c}, n_classes=3) for c in grid[:2]]
+    RBFSVMHead.fit_path(calibrated, x, y)
+    assert all(h.predict_proba(x_val).shape == (60, 3) for h in calibrated)

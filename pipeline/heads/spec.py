@@ -175,7 +175,8 @@ class HeadSpec:
     #: What that scalable form is, in a few words (announced when a sweep switches to it).
     scalable_form: str = ""
     #: A parameter (``C``) along which a sweep fits the kind's grid as one path: ascending
-    #: values, each fit warm-started from the previous solution (:meth:`Head.fit_path`).
+    #: values, sharing work (:meth:`Head.fit_path`: a warm start, a kernel matrix). Kinds
+    #: that are :attr:`calibrated` fit a path only while ranking, uncalibrated.
     path_param: str | None = None
     #: Probabilities come from a calibration fitted beside the model (several extra fits). A
     #: sweep that ranks by labels or scores (every metric but log_loss) fits the grid without

@@ -357,16 +357,19 @@ def _fit_group(kind: str, params: list[dict[str, Any]], n_classes: int, seed: in
     return outs
 
 
-def _groups(candidates: list[Candidate], workers: int) -> list[list[int]]:
+def _groups(candidates: list[Candidate], workers: int, calibrate: bool) -> list[list[int]]:
     """Candidate indices fitted together: a kind with a :attr:`HeadSpec.path_param` fits the
-    configurations of a cache that differ only in it as one path (ascending), dealt into
+    configurations of a cache that differ only in it as one path (ascending; a calibrated
+    kind only while ranking, ``calibrate=False``), dealt into
     up to ``workers`` interleaved paths of at least 2 so the workers share it evenly (the
     solver's work grows with the parameter); every other configuration alone. The costliest
-    kinds come first (else sweep order)."""
+    kinds come first, calibrated ones first among them (their chosen configuration is
+    fitted again), else sweep order."""
     paths: dict[tuple, list[int]] = {}
     singles: list[list[int]] = []
     for i, c in enumerate(candidates):
-        key = get_head_spec(c.config.kind).path_param
+        spec = get_head_spec(c.config.kind)
+        key = None if spec.calibrated and calibrate else spec.path_param
         if key is None:
             singles.append([i])
             continue
@@ -378,8 +381,10 @@ def _groups(candidates: list[Candidate], workers: int) -> list[list[int]]:
         members.sort(key=lambda i: candidates[i].config.params[key])
         pieces = max(1, min(workers, len(members) // 2))
         groups.extend(members[j::pieces] for j in range(pieces))
-    return sorted(groups, key=lambda g: get_head_spec(
-        candidates[g[0]].config.kind).scaling != "superlinear")
+    specs = [get_head_spec(candidates[g[0]].config.kind) for g in groups]
+    order = sorted(range(len(groups)), key=lambda j: (specs[j].scaling != "superlinear",
+                                                     not specs[j].calibrated))
+    return [groups[j] for j in order]
 
 
 def _fit_all(data: list[Split], candidates: list[Candidate], options: FitOptions,
@@ -396,7 +401,7 @@ def _fit_all(data: list[Split], candidates: list[Candidate], options: FitOptions
     cache are all scored, its best (:func:`_best`) is fitted again, calibrated, in the same
     pool while the others still run, and its outcome replaces the ranking fit's.
     """
-    groups = _groups(candidates, plan(len(candidates), options.jobs)[0])
+    groups = _groups(candidates, plan(len(candidates), options.jobs)[0], not defer)
     workers, threads = plan(len(groups), options.jobs)
     left: dict[tuple[int, str], int] = {}
     for c in candidates:
