@@ -453,10 +453,13 @@ def measure_heads(ctx: Context) -> list[Result]:
     head and a random forest among them) against the epoch; ``median_config_vs_e2e_epoch``:
     the epoch against the median configuration's fit + validation predict inside that sweep.
     ``linear_probe_sweep_vs_e2e_epoch``: a 10-configuration linear probe against the epoch.
-    The head kinds' modules (scikit-learn) are imported before anything is timed, as the
-    epoch's model is built (and TensorFlow imported) before its timing.
+    The head kinds' modules (scikit-learn's estimators, which the heads import on first use)
+    are imported before anything is timed, as the epoch's model is built (and TensorFlow
+    imported) before its timing.
     """
-    import pipeline.heads.table  # noqa: F401  imports not timed (as the epoch's model build)
+    from pipeline.heads.sklearn_heads import import_estimators
+
+    import_estimators()  # imports not timed (as the epoch's model build)
 
     cache = ctx.cache()
     t_epoch, d_e2e = run_end_to_end_epoch(ctx, cache)

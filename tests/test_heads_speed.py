@@ -188,3 +188,200 @@ def test_the_scalable_rbf_svm_exports_as_equal_layers_and_onnx(k):
     sess = ort.InferenceSession(graph.SerializeToString(), providers=["CPUExecutionProvider"])
     got = sess.run(None, {sess.get_inputs()[0].name: x})[0]
     np.testing.assert_allclose(got, proba, atol=1e-4)
+
+
+# -- the sweep: threads, the logistic-regression path, calibrating only the chosen ----------
+
+def _svm_sweep(tmp_path, metric: str, monkeypatch):
+    """A linear_svm grid on overlapping blobs; every fit's ``calibrate`` flag logged."""
+    from helpers import make_cache
+
+    from pipeline.heads.options import FitOptions
+    from pipeline.heads.sklearn_heads import LinearSVMHead
+    from pipeline.heads.sweep import run_sweep
+
+    fits = []
+    orig = LinearSVMHead.fit
+
+    def spy(self, x, y, x_val=None, y_val=None):
+        fits.append(self.calibrate)
+        return orig(self, x, y, x_val, y_val)
+
+    monkeypatch.setattr(LinearSVMHead, "fit", spy)
+    cache = make_cache(tmp_path / "c.h5", n=240, d=8, sep=0.6)
+    result = run_sweep([cache], [{"kind": "linear_svm", "C": [0.001, 0.01, 1.0]}],
+                       FitOptions(cv=0, metric=metric, jobs=2))
+    return result, fits, cache
+
+
+def _calibrated_validation(cache, params):
+    from pipeline.cache import load_feature_set
+    from pipeline.heads.metrics import classification_metrics
+    from pipeline.heads.sweep import prepare
+
+    d = prepare(load_feature_set(cache))
+    head = make_head("linear_svm", params, n_classes=2).fit(d.x["train"], d.y["train"])
+    return classification_metrics(d.y["validation"], head.predict_proba(d.x["validation"]))
+
+
+def test_the_svm_grid_is_ranked_uncalibrated_and_only_the_chosen_is_calibrated(
+        tmp_path, monkeypatch):
+    result, fits, cache = _svm_sweep(tmp_path, "roc_auc", monkeypatch)
+    assert fits == [False, False, False, True]  # three ranking fits, one calibrated fit
+    (run,) = result.runs
+    # Binary ROC-AUC is unchanged by Platt scaling: the choice is the one that calibrating
+    # every configuration (the previous sweep) makes.
+    full = {c: _calibrated_validation(cache, {"C": c})["roc_auc"] for c in (0.001, 0.01, 1.0)}
+    assert full[run.config.params["C"]] == pytest.approx(max(full.values()), abs=1e-12)
+    # The recorded validation metrics are those of the calibrated head, log-loss included.
+    direct = _calibrated_validation(cache, run.config.params)
+    for name in ("balanced_accuracy", "accuracy", "roc_auc", "log_loss"):
+        assert run.validation[name] == pytest.approx(direct[name])
+    np.testing.assert_allclose(run.predictions["validation"].proba.sum(axis=1), 1.0)
+    others = [c for c in result.pool(run) if c.config != run.config]
+    assert len(others) == 2
+    assert all(c.validation["calibrated"] is False and c.validation["log_loss"] is None
+               for c in others)
+
+
+def test_log_loss_selection_calibrates_every_configuration(tmp_path, monkeypatch):
+    result, fits, _ = _svm_sweep(tmp_path, "log_loss", monkeypatch)
+    assert fits == [True, True, True]
+    assert all(c.validation["log_loss"] > 0 and "calibrated" not in c.validation
+               for c in result.candidates)
+    (run,) = result.runs
+    assert run.config == min(result.candidates, key=lambda c: c.validation["log_loss"]).config
+
+
+def test_a_ranking_only_svm_refuses_probabilities_and_saving(tmp_path):
+    from pipeline.errors import PipelineError
+    from pipeline.heads.registry import get_head_spec
+
+    x, y = _blobs(120, 6, 3)
+    for kind in ("linear_svm", "rbf_svm"):
+        head = get_head_spec(kind).make({}, n_classes=3, calibrate=False).fit(x, y)
+        scores = head.ranking_scores(x)
+        np.testing.assert_allclose(scores.sum(axis=1), 1.0)
+        assert np.array_equal(scores.argmax(axis=1), head.pipeline.predict(x))
+        with pytest.raises(PipelineError, match="ranking only"):
+            head.predict_proba(x)
+        with pytest.raises(PipelineError, match="ranking only"):
+            head.save(tmp_path)
+    # Kinds with native probabilities ignore the flag.
+    assert get_head_spec("logreg").make({}, n_classes=2, calibrate=False).calibrate
+
+
+def _objective(head, x, y) -> float:
+    """Logistic regression's objective, C * summed log-loss + |W|^2 / 2, on scaled rows."""
+    from sklearn.metrics import log_loss
+
+    model, scaler = head.pipeline.named_steps["model"], head.pipeline.named_steps["scale"]
+    proba = model.predict_proba(scaler.transform(x))
+    return model.C * log_loss(y, proba, normalize=False) + 0.5 * float((model.coef_ ** 2).sum())
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_the_warm_started_logreg_path_equals_cold_fits(k):
+    """Within the solver's tolerance: the same objective value (0.1%), and the same
+    probabilities where the problem is well conditioned (at large C on separable rows the
+    objective is flat and both runs stop at different points of it)."""
+    from pipeline.heads.sklearn_heads import LogRegHead
+
+    x, y = _blobs(300, 12, k, seed=1)
+    x_val, _ = _blobs(90, 12, k, seed=2)
+    grid = [10.0, 0.001, 0.1, 1.0, 0.01]  # fit_path orders them itself
+    path = [make_head("logreg", {"C": c}, n_classes=k) for c in grid]
+    seconds = LogRegHead.fit_path(path, x, y)
+    assert len(seconds) == len(grid) and all(s >= 0 for s in seconds)
+    for c, head in zip(grid, path, strict=True):
+        cold = make_head("logreg", {"C": c}, n_classes=k).fit(x, y)
+        assert _objective(head, x, y) == pytest.approx(_objective(cold, x, y), rel=1e-3)
+        if c <= 1.0:
+            np.testing.assert_allclose(head.predict_proba(x_val), cold.predict_proba(x_val),
+                                       atol=1e-2)
+        assert c == head.pipeline.named_steps["model"].C
+        assert head.pipeline.named_steps["model"].warm_start is False
+    scalers = {id(h.pipeline.named_steps["scale"]) for h in path}
+    assert len(scalers) == len(path)  # each head owns its scaler (saved on its own)
+
+
+def test_the_sweep_fits_in_threads_of_this_process_and_leaves_warning_filters(
+        tmp_path, monkeypatch):
+    """No worker processes: every fit runs here, within its share of the cores; the
+    ConvergenceWarning filter of the pool is gone afterwards."""
+    import os
+    import warnings
+
+    from helpers import make_cache
+
+    import pipeline.heads.sklearn_heads as sk
+    from pipeline.heads.options import FitOptions
+    from pipeline.heads.sweep import run_sweep
+
+    seen = []
+
+    def spy() -> int:
+        seen.append((os.getpid(), threads.thread_budget()))
+        return threads.thread_budget()
+
+    monkeypatch.setattr(sk, "thread_budget", spy)
+    before = list(warnings.filters)
+    cache = make_cache(tmp_path / "c.h5", n=90, d=5)
+    result = run_sweep([cache], [{"kind": "random_forest", "n_estimators": [3, 4, 5]},
+                                 {"kind": "logreg", "C": [0.1, 1.0]}], FitOptions(cv=0))
+    assert not any(c.error for c in result.candidates)
+    _, per = threads.plan(4, None)  # 3 forests + one logreg path
+    assert len(seen) == 3
+    assert all(pid == os.getpid() and budget == per for pid, budget in seen)
+    assert list(warnings.filters) == before
+
+
+@pytest.mark.parametrize("k", [2, 3])
+def test_sweep_metrics_equal_classification_metrics(tmp_path, k):
+    """The sweep scores splits in NumPy (split_metrics); the numbers are those of
+    classification_metrics (scikit-learn), validation of every candidate and test alike."""
+    from helpers import make_cache
+
+    from pipeline.cache import load_feature_set
+    from pipeline.heads.metrics import classification_metrics
+    from pipeline.heads.options import FitOptions
+    from pipeline.heads.sweep import prepare, run_sweep
+
+    cache = make_cache(tmp_path / "c.h5", n=150, d=6, k=k, sep=0.8)
+    result = run_sweep([cache], [{"kind": "logreg", "C": [0.01, 1.0]}, "knn"],
+                       FitOptions(cv=0))
+    d = prepare(load_feature_set(cache))
+    pairs = [(c.validation, classification_metrics(d.y["validation"], c.proba))
+             for c in result.candidates]
+    pairs += [(r.test, classification_metrics(d.y["test"], r.predictions["test"].proba))
+              for r in result.runs]
+    for fast, slow in pairs:
+        assert fast["confusion_matrix"] == slow["confusion_matrix"]
+        for name in ("n_samples", "accuracy", "balanced_accuracy", "f1_macro", "roc_auc",
+                     "log_loss"):
+            assert fast[name] == pytest.approx(slow[name], abs=1e-12)
+
+
+@pytest.mark.parametrize("gamma", ["scale", "auto", 0.05])
+def test_ranking_rbf_svms_on_one_kernel_matrix_equal_their_own_fits(gamma):
+    """The rbf_svm grid, ranked uncalibrated, shares one precomputed kernel: the decision
+    values are those of each SVC fitted on its own."""
+    from pipeline.heads.registry import get_head_spec
+    from pipeline.heads.sklearn_heads import RBFSVMHead
+
+    spec = get_head_spec("rbf_svm")
+    x, y = _blobs(150, 8, 3, seed=3)
+    x_val, _ = _blobs(60, 8, 3, seed=4)
+    grid = [1.0, 10.0, 0.1]
+    path = [spec.make({"C": c, "gamma": gamma}, n_classes=3, calibrate=False) for c in grid]
+    RBFSVMHead.fit_path(path, x, y)
+    for c, head in zip(grid, path, strict=True):
+        alone = spec.make({"C": c, "gamma": gamma}, n_classes=3, calibrate=False).fit(x, y)
+        np.testing.assert_allclose(head.pipeline.decision_function(x_val),
+                                   alone.pipeline.decision_function(x_val), atol=1e-6)
+        np.testing.assert_allclose(head.ranking_scores(x_val), alone.ranking_scores(x_val),
+                                   atol=1e-6)
+    # Calibrated fits (the chosen one) are the ordinary head, one by one.
+    calibrated = [spec.make({"C": c}, n_classes=3) for c in grid[:2]]
+    RBFSVMHead.fit_path(calibrated, x, y)
+    assert all(h.predict_proba(x_val).shape == (60, 3) for h in calibrated)

@@ -89,3 +89,19 @@ def test_the_bases_table_shows_declared_sizes_without_a_model(world):
     assert rows["efficientnet_lite0"]["feature_size"] == 1280
 
 
+
+
+@pytest.mark.parametrize("args", [["runs", "--json"], ["runs"], ["heads"], ["--help"]],
+                         ids=" ".join)
+def test_listing_runs_and_heads_imports_no_scikit_learn(world, args):
+    """The head registry (run labels, `pipeline heads`) names the kinds; scikit-learn's
+    estimators are imported only where a head is built (heads/sklearn_heads.py)."""
+    out = probe(args, world["env"], watch=("sklearn", "scipy"))
+    assert out == {"code": 0, "loaded": []}
+
+
+def test_the_probe_sees_scikit_learn_where_a_head_is_fitted(world):
+    """The check above can fail: a sweep imports scikit-learn."""
+    out = probe(["fit-head", "synth-fakenet", "--head", "logreg", "--jobs", "1", "-q"],
+                world["env"], watch=("sklearn",))
+    assert out == {"code": 0, "loaded": ["sklearn"]}

@@ -19,6 +19,7 @@ The implementations (``keras_heads``, ``sklearn_heads``) import this module only
 
 from __future__ import annotations
 
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -58,6 +59,10 @@ class Head(ABC):
     #: Training rows past which ``form="auto"`` fits the scalable form (set from
     #: :attr:`HeadSpec.scale_threshold` by :meth:`HeadSpec.make`; ``None``: never).
     scale_threshold: int | None = None
+    #: ``False``: fitted for ranking only, without the probability calibration of a
+    #: :attr:`HeadSpec.calibrated` kind (:meth:`HeadSpec.make` with ``calibrate=False``);
+    #: then :meth:`ranking_scores` works and :meth:`predict_proba` refuses.
+    calibrate: bool = True
 
     def __init__(self, kind: str, params: Mapping[str, Any], *, n_classes: int, seed: int = 0):
         if n_classes < 2:
@@ -76,6 +81,27 @@ class Head(ABC):
     @abstractmethod
     def predict_proba(self, x: np.ndarray) -> np.ndarray:
         """Class probabilities, shape ``(n, n_classes)``; rows sum to 1."""
+
+    def ranking_scores(self, x: np.ndarray) -> np.ndarray:
+        """Per-class scores, ``(n, n_classes)``, rows summing to 1: their argmax is the
+        predicted class and they rank rows as the model does (what labels and ROC-AUC need),
+        but they are probabilities only where :meth:`predict_proba` would give the same."""
+        return self.predict_proba(x)
+
+    @classmethod
+    def fit_path(cls, heads: Sequence[Head], x: np.ndarray, y: np.ndarray,
+                 x_val: np.ndarray | None = None, y_val: np.ndarray | None = None
+                 ) -> list[float]:
+        """Fit ``heads``, configurations of one kind differing only in its
+        :attr:`HeadSpec.path_param`, in ascending order of it; returns each fit's seconds.
+        Kinds with a path start each fit from the previous solution; this default fits them
+        one by one."""
+        seconds = []
+        for head in heads:
+            t0 = time.perf_counter()
+            head.fit(x, y, x_val, y_val)
+            seconds.append(time.perf_counter() - t0)
+        return seconds
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         """The most probable class index of each row."""
@@ -154,6 +180,14 @@ class HeadSpec:
     #: How its memory grows with the training rows: one of :data:`MEMORY_SCALINGS` ("chunks":
     #: past ``--max-memory`` the sweep trains it out of core instead of loading the rows).
     memory: str = "rows"
+    #: A parameter (``C``) along which a sweep fits the kind's grid as one path: ascending
+    #: values, sharing work (:meth:`Head.fit_path`: a warm start, a kernel matrix). Kinds
+    #: that are :attr:`calibrated` fit a path only while ranking, uncalibrated.
+    path_param: str | None = None
+    #: Probabilities come from a calibration fitted beside the model (several extra fits). A
+    #: sweep that ranks by labels or scores (every metric but log_loss) fits the grid without
+    #: it and calibrates only the chosen configuration.
+    calibrated: bool = False
 
     def __post_init__(self) -> None:
         if self.memory not in MEMORY_SCALINGS:
@@ -175,6 +209,9 @@ class HeadSpec:
                 and "form" in [p.name for p in self.params]):
             raise ValueError(f"head {self.kind!r}: a scale_threshold needs scaling="
                              "'superlinear', a scalable_form and a 'form' parameter")
+        if self.path_param is not None and self.path_param not in self.param_names:
+            raise ValueError(f"head {self.kind!r}: path_param {self.path_param!r} is not one "
+                             "of its parameters")
 
     def switches(self, n_train: int, params: Mapping[str, Any]) -> bool:
         """Whether a fit of ``params`` on ``n_train`` rows uses the scalable form."""
@@ -211,9 +248,12 @@ class HeadSpec:
         return out
 
     def make(self, params: Mapping[str, Any] | None = None, *, n_classes: int,
-             seed: int = 0) -> Head:
+             seed: int = 0, calibrate: bool = True) -> Head:
+        """A new, unfitted head; ``calibrate=False`` (kinds that are :attr:`calibrated`):
+        fitted for ranking only, see :attr:`Head.calibrate`."""
         head = self.cls(self.kind, self.resolve(params), n_classes=n_classes, seed=seed)
         head.scale_threshold = self.scale_threshold
+        head.calibrate = calibrate or not self.calibrated
         return head
 
 

@@ -1,10 +1,11 @@
 """The thread budget of a sweep: never more busy threads than cores.
 
-A sweep runs its configurations in ``W`` worker processes. Each may start its own threads:
-BLAS (OpenBLAS/MKL) in matrix products, OpenMP in histogram gradient boosting, joblib threads
-in a random forest. Unchecked, two workers each running a two-thread BLAS on two cores keep
-four threads busy, and every one of them slows down (worse than running fewer: spinning BLAS
-threads wait on each other).
+A sweep runs its configurations in ``W`` workers (threads of one process inside one
+:func:`limited_threads` block; worker processes use :func:`run_budgeted`). Each fit may start its
+own threads: BLAS (OpenBLAS/MKL) in matrix products, OpenMP in histogram gradient boosting,
+joblib threads in a random forest. Unchecked, two workers each running a two-thread BLAS on
+two cores keep four threads busy, and every one of them slows down (worse than running fewer:
+spinning BLAS threads wait on each other).
 
 :func:`plan` splits the cores: ``workers * threads`` never exceeds :func:`cpu_count`. Inside
 each worker :func:`limited_threads` caps the BLAS/OpenMP pools with ``threadpoolctl`` and
@@ -37,16 +38,29 @@ def thread_budget() -> int:
 @contextmanager
 def limited_threads(n: int) -> Iterator[None]:
     """Cap BLAS and OpenMP thread pools at ``n`` threads and make ``n`` the budget that
-    :func:`thread_budget` reports (for estimators' ``n_jobs``), for the ``with`` block."""
+    :func:`thread_budget` reports (for estimators' ``n_jobs``), for the ``with`` block.
+
+    The pools already loaded are capped with ``threadpoolctl``; the environment
+    (:data:`THREAD_ENV`) is set too, so a library first loaded inside the block (scikit-learn
+    imports its estimators, and their OpenMP runtime, on first use) starts within the budget.
+    Both are restored afterwards.
+    """
     from threadpoolctl import threadpool_limits
 
     n = max(1, int(n))
+    saved = {name: os.environ.get(name) for name in THREAD_ENV}
+    os.environ.update(dict.fromkeys(THREAD_ENV, str(n)))
     _BUDGET.append(n)
     try:
         with threadpool_limits(limits=n):
             yield
     finally:
         _BUDGET.pop()
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def plan(n_tasks: int, jobs: int | None) -> tuple[int, int]:
