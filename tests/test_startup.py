@@ -105,3 +105,16 @@ def test_the_probe_sees_scikit_learn_where_a_head_is_fitted(world):
     out = probe(["fit-head", "synth-fakenet", "--head", "logreg", "--jobs", "1", "-q"],
                 world["env"], watch=("sklearn",))
     assert out == {"code": 0, "loaded": ["sklearn"]}
+
+
+def test_reading_an_experiment_file_loads_no_framework(tmp_path):
+    """`pipeline run` reads and checks its TOML before it hides TensorFlow's start-up logs;
+    checking the `[extract]` pooling must not import the framework (it printed those logs)."""
+    code = ("import sys; from pipeline.cli.app import app; from pipeline.experiment import "
+            "DEFAULT_EXPERIMENT_TOML, load_experiment; p = sys.argv[1]; "
+            "open(p, 'w').write(DEFAULT_EXPERIMENT_TOML); load_experiment(p); "
+            "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras'}))")
+    out = subprocess.run([sys.executable, "-c", code, str(tmp_path / "e.toml")],
+                         capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip() == "[]"

@@ -11,9 +11,9 @@ from typing import TYPE_CHECKING, Any
 from pipeline.bases.lazy import load_export
 
 _EXPORTS = {
-    **dict.fromkeys(("POOLINGS", "Extractor", "build_base", "build_extractor"), "extractor"),
+    **dict.fromkeys(("Extractor", "build_base", "build_extractor"), "extractor"),
     **dict.fromkeys(("get_base", "list_bases", "register"), "registry"),
-    "BaseSpec": "spec",
+    **dict.fromkeys(("BaseSpec", "POOLINGS"), "spec"),
 }
 
 __all__ = ["POOLINGS", "BaseSpec", "Extractor", "build_base", "build_extractor", "get_base",
@@ -29,6 +29,6 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:
-    from pipeline.bases.extractor import POOLINGS, Extractor, build_base, build_extractor
+    from pipeline.bases.extractor import Extractor, build_base, build_extractor
     from pipeline.bases.registry import get_base, list_bases, register
-    from pipeline.bases.spec import BaseSpec
+    from pipeline.bases.spec import POOLINGS, BaseSpec

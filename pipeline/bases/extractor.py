@@ -13,7 +13,7 @@ from typing import Any
 import keras
 
 from pipeline.bases.registry import get_base
-from pipeline.bases.spec import BaseSpec
+from pipeline.bases.spec import POOLINGS, BaseSpec
 from pipeline.bases.weights import (
     IMAGENET,
     INIT_SEED,
@@ -23,8 +23,6 @@ from pipeline.bases.weights import (
     weights_label,
 )
 from pipeline.errors import PipelineError
-
-POOLINGS = ("avg", "max", "flatten", "none")
 
 
 @dataclass

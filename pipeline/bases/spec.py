@@ -8,6 +8,10 @@ from typing import TYPE_CHECKING, Any
 
 from pipeline.bases.preprocessing import ChannelAffine
 
+#: How a feature map becomes a feature row (declared here, with no framework import, because
+#: the options schema checks ``--pooling`` at start-up).
+POOLINGS = ("avg", "max", "flatten", "none")
+
 if TYPE_CHECKING:
     import keras
 

@@ -30,9 +30,10 @@ def _one_of(what: str, choices: tuple[str, ...] | Callable[[], tuple[str, ...]]
 
 
 def _poolings() -> tuple[str, ...]:
-    # Imported on use: pipeline.bases loads Keras, and this schema must not (the CLI reads
-    # flag defaults from it at start-up).
-    from pipeline.bases import POOLINGS
+    # Imported on use, from the framework-free spec module: the CLI reads flag defaults from
+    # this schema at start-up, and `pipeline run` checks a TOML's pooling before it hides
+    # TensorFlow's start-up logs.
+    from pipeline.bases.spec import POOLINGS
 
     return POOLINGS
 
