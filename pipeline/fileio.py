@@ -75,9 +75,14 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     return atomic_write_bytes(path, text.encode("utf-8"))
 
 
+_PLAIN = frozenset((str, int, bool, type(None)))
+
+
 def json_safe(o: Any) -> Any:
     """Plain JSON values: NaN/inf become null; numpy scalars and arrays, tuples, sets and
     paths become their plain Python equivalents."""
+    if type(o) in _PLAIN:  # most values (digests walk thousands of rows): no other check
+        return o
     if isinstance(o, dict):
         return {str(k): json_safe(v) for k, v in o.items()}
     if isinstance(o, list | tuple | set | frozenset):

@@ -162,6 +162,11 @@ def test_cache_keys_are_unchanged():
     assert dataset_digest(["c/é.png", "d/1.png"], ["a" * 64, "b" * 64], [0, 1],
                           ["train", "test"], ["c", "d"]) == \
         "6db975d2ecdd000c8cdec845e44cc6fbbc9e5e9c3da1fbb678a10f33d41eb6fa"
+    # The arrays a loaded cache holds (numpy strings and integers) digest the same.
+    assert dataset_digest(np.array(["c/é.png", "d/1.png"]), np.array(["a" * 64, "b" * 64]),
+                          np.array([0, 1], dtype=np.int64), np.array(["train", "test"]),
+                          ["c", "d"]) == \
+        "6db975d2ecdd000c8cdec845e44cc6fbbc9e5e9c3da1fbb678a10f33d41eb6fa"
 
 
 # -- the writer ---------------------------------------------------------------------------

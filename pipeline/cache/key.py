@@ -41,7 +41,9 @@ def content_key(options: str, sha256s: Iterable[str]) -> str:
 def dataset_digest(ids: Iterable[str], sha256s: Iterable[str], labels: Iterable[int],
                    splits: Iterable[str], class_names: list[str]) -> str:
     """What a feature set holds besides the numbers: which sample is what, in which split."""
-    rows = sorted(zip(ids, sha256s, (int(v) for v in labels), splits, strict=True))
+    # Plain str/int (not numpy scalars): the same JSON, without converting value by value.
+    rows = sorted(zip(map(str, ids), map(str, sha256s), map(int, labels), map(str, splits),
+                      strict=True))
     return json_sha256({"rows": rows, "classes": class_names})
 
 
