@@ -109,16 +109,16 @@ def generated_run(root: Path) -> Path:
     return res.runs[0].run_dir
 
 
-def run_study(run: Path, out: Path, names: list[str], seeds: int, budget: float,
+def run_study(run: Path, out: Path, names: list[str], seeds: list[int], budget: float,
               cache_dir: Path | None = None) -> None:
-    """Each named setting for ``seeds`` seeds (setting-major, so every finished setting has
+    """Each named setting for each of ``seeds`` (setting-major, so every finished setting has
     all its seeds), appending one JSON line per run to ``out``; rows already there (same
     setting and seed) are skipped."""
     from pipeline.finetune import finetune
 
     t_start = time.perf_counter()
     have = {(json.dumps(r["setting"], sort_keys=True), r["seed"]) for r in read(out)}
-    for name, seed in itertools.product(names, range(seeds)):
+    for name, seed in itertools.product(names, seeds):
         setting = {**BASE, **SETTINGS[name]}
         if (json.dumps(setting, sort_keys=True), seed) in have:
             continue
@@ -204,7 +204,8 @@ def main() -> None:
     ap.add_argument("--generated", type=Path, help="make/use a generated dataset here")
     ap.add_argument("--cache-dir", type=Path, help="where the head run's cache is (if moved)")
     ap.add_argument("--out", type=Path, default=Path("study.jsonl"))
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
+    ap.add_argument("--seed-list", type=int, nargs="+", help="these seeds instead")
     ap.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS),
                     help="settings to run, in this order")
     ap.add_argument("--budget-minutes", type=float, default=80.0)
@@ -215,7 +216,8 @@ def main() -> None:
         print(table([r for path in args.table for r in read(path)]))
         return
     run = Path(args.run) if args.run else generated_run(args.generated)
-    run_study(run, args.out.resolve(), args.settings, args.seeds, args.budget_minutes,
+    seeds = args.seed_list or list(range(args.seeds))
+    run_study(run, args.out.resolve(), args.settings, seeds, args.budget_minutes,
               args.cache_dir)
     print(f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(table(read(args.out)))
