@@ -154,7 +154,8 @@ def _mean_sd(vals: list[float]) -> str:
 def choose(groups: dict[str, list[dict]]) -> tuple[str, str]:
     """(best, chosen): the best mean validation balanced accuracy, and what the study
     recommends: today's default unless the best beats it by more than one spread (the sd
-    over seeds of either), so a default changes only on evidence; validation only."""
+    over seeds of either), so a default changes only on evidence; validation only, among the
+    settings run for all their seeds."""
     def mean(g: str) -> float:
         return statistics.mean(r["validation_balanced_accuracy"] for r in groups[g])
 
@@ -162,7 +163,8 @@ def choose(groups: dict[str, list[dict]]) -> tuple[str, str]:
         vals = [r["validation_balanced_accuracy"] for r in groups[g]]
         return statistics.stdev(vals) if len(vals) > 1 else 0.0
 
-    best = max(groups, key=mean)
+    full = max(len(rs) for rs in groups.values())  # settings short of seeds are not chosen
+    best = max((g for g in groups if len(groups[g]) == full), key=mean)
     if "default" in groups and mean(best) - mean("default") <= max(sd(best), sd("default")):
         return best, "default"
     return best, best
