@@ -174,9 +174,11 @@ def table(rows: list[dict]) -> str:
     """Per setting: seeds, mean ± sd of validation and test accuracy and balanced accuracy,
     the kept epochs and minutes per run; best and chosen (validation only) marked."""
     groups: dict[str, list[dict]] = {}
-    for r in rows:
-        groups.setdefault(r.get("name") or json.dumps(r["setting"], sort_keys=True),
-                          []).append(r)
+    seen = set()
+    for r in rows:  # a (setting, seed) run twice (by two processes) counts once
+        if (key := (json.dumps(r["setting"], sort_keys=True), r["seed"])) not in seen:
+            seen.add(key)
+            groups.setdefault(r.get("name") or key[0], []).append(r)
     if not groups:
         return "(no runs)"
     cols = ("validation_accuracy", "validation_balanced_accuracy", "test_accuracy",
@@ -193,9 +195,10 @@ def table(rows: list[dict]) -> str:
     head = rows[0]["initial_validation"]
     lines.append(f"| the head (before fine-tuning) | - | {head['accuracy']:.3f} | "
                  f"{head['balanced_accuracy']:.3f} | | | | |")
-    minutes = sum(r["seconds"] for r in rows) / 60
-    loads = [r.get("load", 0.0) for r in rows]
-    lines.append(f"\n{len(rows)} runs, {minutes:.0f} min of fine-tuning in all; load average "
+    kept = [r for rs in groups.values() for r in rs]
+    minutes = sum(r["seconds"] for r in kept) / 60
+    loads = [r.get("load", 0.0) for r in kept]
+    lines.append(f"\n{len(kept)} runs, {minutes:.0f} min of fine-tuning in all; load average "
                  f"{min(loads):.1f}-{max(loads):.1f} on {os.cpu_count()} cores.")
     return "\n".join(lines)
 
