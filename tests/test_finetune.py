@@ -434,7 +434,7 @@ def test_cli_takes_help_and_defaults_from_the_options_schema():
     text = " ".join(r.output.split())
     for name in ("epochs", "patience", "batch_size"):
         assert " ".join(FinetuneOptions.help(name).split()) in text, name
-    assert "--lr" in text and "[default: (0.0003)]" in text and "[default: (0.3)]" in text
+    assert "--lr" in text and "[default: (0.001)]" in text and "[default: (0.3)]" in text
 
 
 def test_training_helpers_shared_with_the_heads_stage():

@@ -23,7 +23,7 @@ from pipeline.options import Options, option
 #: (the heads stage also allows adamw). A literal, so the schema loads without the heads layer.
 OPTIMIZERS: tuple[str, ...] = ("adam", "rmsprop", "sgd")
 # Defaults chosen on validation by benchmarks/finetune_study.py (see the README).
-DEFAULT_LEARNING_RATE = 3e-4
+DEFAULT_LEARNING_RATE = 1e-3
 DEFAULT_AUGMENT = "flip=horizontal,rotation=0,zoom=0"
 CLASS_WEIGHTS = ("none", "balanced")
 #: The heads' selection metrics, plus ``loss`` (validation log loss, as Keras names it).
