@@ -18,7 +18,7 @@ from pipeline.fileio import file_sha256, utc_timestamp
 from pipeline.finetune.callbacks import KeepBest
 from pipeline.finetune.run_folder import MODEL_FILE
 from pipeline.heads.params import format_value
-from pipeline.heads.sweep import SplitPredictions
+from pipeline.heads.results import SplitPredictions
 from pipeline.runs.leaderboard import write_leaderboard
 from pipeline.runs.record import (
     FINETUNE_STAGE,

@@ -37,8 +37,8 @@ _EXPORTS = {
                     "metrics"),
     "FitOptions": "options",
     "Param": "params",
-    **dict.fromkeys(("DEFAULT_SWEEP", "Candidate", "ChosenRun", "SweepResult", "as_grids",
-                     "default_sweep", "run_sweep"), "sweep"),
+    **dict.fromkeys(("Candidate", "ChosenRun", "SweepResult"), "results"),
+    **dict.fromkeys(("DEFAULT_SWEEP", "as_grids", "default_sweep", "run_sweep"), "sweep"),
 }
 
 __all__ = [
@@ -92,13 +92,6 @@ if TYPE_CHECKING:
         superlinear_kinds,
         unregister_head,
     )
+    from pipeline.heads.results import Candidate, ChosenRun, SweepResult
     from pipeline.heads.spec import Head, HeadSpec, full_proba
-    from pipeline.heads.sweep import (
-        DEFAULT_SWEEP,
-        Candidate,
-        ChosenRun,
-        SweepResult,
-        as_grids,
-        default_sweep,
-        run_sweep,
-    )
+    from pipeline.heads.sweep import DEFAULT_SWEEP, as_grids, default_sweep, run_sweep

@@ -35,7 +35,7 @@ from pipeline.heads.metrics import classification_metrics
 from pipeline.heads.registry import get_head_spec
 
 if TYPE_CHECKING:
-    from pipeline.heads.sweep import Candidate, Split
+    from pipeline.heads.results import Candidate, Split
 
 #: ``cv = "auto"`` cross-validates when validation has fewer rows than this of some class.
 AUTO_MIN_PER_CLASS = 50

@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import h5py
 import numpy as np
@@ -38,12 +38,12 @@ from pipeline.fileio import text_sha256
 from pipeline.heads.metrics import classification_metrics
 from pipeline.heads.options import FitOptions
 from pipeline.heads.registry import get_head_spec, list_heads
+from pipeline.heads.results import Candidate, ChosenRun, Split, SplitPredictions, SweepResult
 from pipeline.heads.spec import Head
 from pipeline.progress import Reporter
 
 if TYPE_CHECKING:
     from pipeline.heads.grid import HeadConfig
-    from pipeline.heads.sweep import Candidate, ChosenRun, Split, SweepResult
 
 #: Passes over the training rows (more on small ones, to make at least :data:`MIN_STEPS`).
 EPOCHS = 5
@@ -327,19 +327,8 @@ def fit_cache_out_of_core(path: str | Path, kind: str, params: dict[str, Any] | 
 # --- the sweep over caches that do not fit ----------------------------------------------------
 
 
-class Records(NamedTuple):
-    """The sweep's record classes (passed in by :func:`pipeline.heads.sweep.run_sweep`, which
-    imports this module: importing it back would be a circle)."""
-
-    split: type[Split]
-    candidate: type[Candidate]
-    chosen: type[ChosenRun]
-    predictions: type
-    result: type[SweepResult]
-
-
 def sweep_over_budget(paths: Sequence[Path], over: Sequence[Path], configs: Sequence[HeadConfig],
-                      options: FitOptions, report: Reporter, records: Records,
+                      options: FitOptions, report: Reporter,
                       in_memory: Callable[[list[Path]], SweepResult]) -> SweepResult:
     """The sweep of ``paths`` when the caches ``over`` exceed the budget: those out of core,
     the others by ``in_memory`` (the ordinary sweep), merged into one result (cache order of
@@ -351,24 +340,24 @@ def sweep_over_budget(paths: Sequence[Path], over: Sequence[Path], configs: Sequ
     data, candidates, runs = [], [], []
     for i, path in enumerate(over):
         rows = open_feature_rows(path)  # verified a chunk at a time
-        data.append(_split(rows, records))
-        mine = [records.candidate(i, c) for c in configs]
+        data.append(_split(rows))
+        mine = [Candidate(i, c) for c in configs]
         with report.progress(len(mine), "configurations") as bar:
             for c in mine:
                 c.record(_fit_one(rows, c.config, options.seed, budget))
                 bar.advance(1)
         candidates += mine
-        runs += [_test(rows, data[-1], c, options, records, budget)
+        runs += [_test(rows, data[-1], c, options, budget)
                  for c in _chosen(mine, path, options.metric)]
-    parts = [(list(over), records.result(metric=options.metric, candidates=candidates, runs=runs,
-                                         reports_dir=None, refit=options.refit, splits=data))]
+    parts = [(list(over), SweepResult(metric=options.metric, candidates=candidates, runs=runs,
+                                      reports_dir=None, refit=options.refit, splits=data))]
     fitting = [p for p in paths if p not in over]
     if fitting:
         parts.append((fitting, in_memory(fitting)))
-    return _merge(list(paths), parts, options.metric, records)
+    return _merge(list(paths), parts, options.metric)
 
 
-def _split(rows: FeatureRows, records: Records) -> Split:
+def _split(rows: FeatureRows) -> Split:
     """The sweep's :class:`~pipeline.heads.sweep.Split` of a cache, without its features
     (``x`` is empty): the same checks as an in-memory sweep's."""
     if len(rows.class_names) < 2:
@@ -385,7 +374,7 @@ def _split(rows: FeatureRows, records: Records) -> Split:
         digests[s] = text_sha256("\n".join(sorted(ids[s])))
     if len(np.unique(y["train"])) < 2:
         raise PipelineError(f"{rows.path}: the training split holds only one class")
-    return records.split(path=rows.path, info=rows.info, x={}, y=y, ids_digest=digests, ids=ids)
+    return Split(path=rows.path, info=rows.info, x={}, y=y, ids_digest=digests, ids=ids)
 
 
 def _fit_one(rows: FeatureRows, config: HeadConfig, seed: int, max_bytes: int
@@ -416,7 +405,7 @@ def _chosen(candidates: list[Candidate], path: Path, metric: str) -> list[Candid
             for k in kinds]
 
 
-def _test(rows: FeatureRows, d: Split, c: Candidate, options: FitOptions, records: Records,
+def _test(rows: FeatureRows, d: Split, c: Candidate, options: FitOptions,
           max_bytes: int) -> ChosenRun:
     """Refit on train+validation if asked, then the one evaluation on test, out of core."""
     assert c.head is not None and c.validation is not None and c.proba is not None
@@ -432,17 +421,17 @@ def _test(rows: FeatureRows, d: Split, c: Candidate, options: FitOptions, record
                 predict_seconds=time.perf_counter() - t0, trained="out_of_core", **extra)
     validation = dict(c.validation, fit_seconds=c.fit_seconds,
                       predict_seconds=c.predict_seconds)
-    predictions = {"validation": records.predictions(d.ids["validation"], d.y["validation"],
-                                                     c.proba),
-                   "test": records.predictions(d.ids["test"], d.y["test"], proba)}
-    return records.chosen(run_id="", run_dir=None, cache=d.path, dataset=d.dataset, base=d.base,
-                          config=c.config, validation=validation, test=test, head=head,
-                          candidate=c, predictions=predictions, refit=options.refit,
-                          seed=options.seed)
+    predictions = {"validation": SplitPredictions(d.ids["validation"], d.y["validation"],
+                                                  c.proba),
+                   "test": SplitPredictions(d.ids["test"], d.y["test"], proba)}
+    return ChosenRun(run_id="", run_dir=None, cache=d.path, dataset=d.dataset, base=d.base,
+                     config=c.config, validation=validation, test=test, head=head,
+                     candidate=c, predictions=predictions, refit=options.refit,
+                     seed=options.seed)
 
 
-def _merge(paths: list[Path], parts: list[tuple[list[Path], SweepResult]], metric: str,
-           records: Records) -> SweepResult:
+def _merge(paths: list[Path], parts: list[tuple[list[Path], SweepResult]],
+           metric: str) -> SweepResult:
     """Sweeps of disjoint sets of caches as one (``cache_index`` into ``paths``); the best run
     per dataset is chosen again among all of them."""
     where = {p: i for i, p in enumerate(paths)}
@@ -465,5 +454,5 @@ def _merge(paths: list[Path], parts: list[tuple[list[Path], SweepResult]], metri
         r.best_overall = False
     for r in best.values():
         r.best_overall = True
-    return records.result(metric=metric, candidates=candidates, runs=runs, reports_dir=None,
-                          refit=any(res.refit for _, res in parts), splits=splits)
+    return SweepResult(metric=metric, candidates=candidates, runs=runs, reports_dir=None,
+                       refit=any(res.refit for _, res in parts), splits=splits)

@@ -9,7 +9,8 @@ from typing import Any
 from pipeline.context import Context
 from pipeline.heads.metrics import DEFAULT_METRIC
 from pipeline.heads.options import FitOptions
-from pipeline.heads.sweep import HeadsArg, SweepResult, run_sweep
+from pipeline.heads.results import SweepResult
+from pipeline.heads.sweep import HeadsArg, run_sweep
 from pipeline.runs.writer import save_sweep
 
 

@@ -22,7 +22,7 @@ from pipeline.cache.store import SPLITS
 from pipeline.context import Context
 from pipeline.errors import PipelineError
 from pipeline.fileio import atomic_write_text, utc_timestamp
-from pipeline.heads.sweep import ChosenRun, Split, SplitPredictions, SweepResult
+from pipeline.heads.results import ChosenRun, Split, SplitPredictions, SweepResult
 from pipeline.runs.leaderboard import write_leaderboard
 from pipeline.runs.plots import plot_confusion, plot_learning_curve
 from pipeline.runs.record import CacheRef, RunMetrics, RunRecord, Selection
