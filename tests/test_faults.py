@@ -26,6 +26,7 @@ import pipeline.cache.writer as writer_mod
 from pipeline.cache import load_feature_set, read_info, verify_feature_set
 from pipeline.cache.work import WorkShards
 from pipeline.cli import app
+from pipeline.data.hash_cache import HASHES_DIR
 from pipeline.errors import PipelineError
 from pipeline.extract import run_extraction
 
@@ -176,6 +177,8 @@ def test_cache_rm_refuses_a_cache_being_extracted(tmp_path):
 # -- 4. litter and the umask ------------------------------------------------------------------
 @pytest.mark.parametrize("umask", [0o022, 0o002])
 def test_litter_is_cleaned_and_files_follow_the_umask(image_folder, umask):
+    for image in image_folder.rglob("*.*"):  # old enough for the hash cache to remember
+        os.utime(image, (image.stat().st_atime, image.stat().st_mtime - 600))
     old = os.umask(umask)
     try:
         first = run_extraction(image_folder, **TINY)[0]
@@ -189,8 +192,10 @@ def test_litter_is_cleaned_and_files_follow_the_umask(image_folder, umask):
     finally:
         os.umask(old)
     assert not tmp_h5.exists() and not work.exists()
+    # The file, its lock and the hash cache's folder, which holds no temporary files either.
     assert sorted(p.name for p in first.path.parent.iterdir()) == \
-        sorted([first.path.name, f".{first.path.stem}.lock"])
+        sorted([first.path.name, f".{first.path.stem}.lock", HASHES_DIR])
+    assert [p for p in (first.path.parent / HASHES_DIR).iterdir() if p.name.startswith(".")] == []
 
 
 # -- 5. the machine failing -------------------------------------------------------------------
