@@ -38,7 +38,14 @@ from pipeline.fileio import text_sha256
 from pipeline.heads.metrics import classification_metrics
 from pipeline.heads.options import FitOptions
 from pipeline.heads.registry import get_head_spec, list_heads
-from pipeline.heads.results import Candidate, ChosenRun, Split, SplitPredictions, SweepResult
+from pipeline.heads.results import (
+    Candidate,
+    ChosenRun,
+    Split,
+    SplitPredictions,
+    SweepResult,
+    choose_per_kind,
+)
 from pipeline.heads.spec import Head
 from pipeline.progress import Reporter
 
@@ -348,7 +355,7 @@ def sweep_over_budget(paths: Sequence[Path], over: Sequence[Path], configs: Sequ
                 bar.advance(1)
         candidates += mine
         runs += [_test(rows, data[-1], c, options, budget)
-                 for c in _chosen(mine, path, options.metric)]
+                 for c in choose_per_kind(mine, path, options.metric)]
     parts = [(list(over), SweepResult(metric=options.metric, candidates=candidates, runs=runs,
                                       reports_dir=None, refit=options.refit, splits=data))]
     fitting = [p for p in paths if p not in over]
@@ -392,17 +399,6 @@ def _fit_one(rows: FeatureRows, config: HeadConfig, seed: int, max_bytes: int
     metrics = dict(classification_metrics(rows.labels[mask], proba), trained="out_of_core")
     return {"head": head, "validation": metrics, "proba": proba, "fit_seconds": t1 - t0,
             "predict_seconds": t2 - t1}
-
-
-def _chosen(candidates: list[Candidate], path: Path, metric: str) -> list[Candidate]:
-    """Per kind the validation-best candidate (ties: the earlier configuration)."""
-    ok = [c for c in candidates if c.validation is not None]
-    if not ok:
-        errors = "; ".join(sorted({c.error or "?" for c in candidates}))
-        raise PipelineError(f"{path}: every head configuration failed ({errors})")
-    kinds = dict.fromkeys(c.config.kind for c in ok)
-    return [max((c for c in ok if c.config.kind == k), key=lambda c: c.score(metric))
-            for k in kinds]
 
 
 def _test(rows: FeatureRows, d: Split, c: Candidate, options: FitOptions,

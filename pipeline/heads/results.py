@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from pipeline.cache.info import FeatureSetInfo
+from pipeline.errors import PipelineError
 from pipeline.heads.grid import HeadConfig
 from pipeline.heads.metrics import bootstrap_ci, score_key
 from pipeline.heads.spec import Head
@@ -164,3 +165,24 @@ class SweepResult:
     def n_tried(self, cache_index: int) -> int:
         """How many configurations were fitted on one cache."""
         return sum(1 for c in self.candidates if c.cache_index == cache_index)
+
+
+def best_of_kind(pool: list[Candidate], metric: str) -> Candidate:
+    """The best of one kind's candidates by validation ``metric`` (ties: lower log-loss,
+    then the earlier configuration); once one is calibrated, the uncalibrated ones (fitted
+    for ranking only) are out."""
+    settled = [c for c in pool if c.validation is not None
+               and c.validation.get("calibrated") is not False]
+    # max() keeps the first of equal scores, so ties go to the earlier configuration.
+    return max(settled or pool, key=lambda c: c.score(metric))
+
+
+def choose_per_kind(candidates: list[Candidate], path: Path, metric: str) -> list[Candidate]:
+    """One cache's candidates: per kind the validation-best (:func:`best_of_kind`); one line
+    if every configuration failed."""
+    ok = [c for c in candidates if c.validation is not None]
+    if not ok:
+        errors = "; ".join(sorted({c.error or "?" for c in candidates}))
+        raise PipelineError(f"{path}: every head configuration failed ({errors})")
+    return [best_of_kind([c for c in ok if c.config.kind == kind], metric)
+            for kind in dict.fromkeys(c.config.kind for c in ok)]

@@ -57,6 +57,8 @@ from pipeline.heads.results import (
     Split,
     SplitPredictions,
     SweepResult,
+    best_of_kind,
+    choose_per_kind,
 )
 from pipeline.heads.spec import Head
 from pipeline.heads.threads import limited_threads, plan
@@ -287,7 +289,7 @@ def _fit_all(data: list[Split], candidates: list[Candidate], options: FitOptions
                 and o.validation is not None]
         if not defer or left[key] or not pool:
             return []
-        best = _best([candidates[i] for i in pool], options.metric)
+        best = best_of_kind([candidates[i] for i in pool], options.metric)
         assert best.validation is not None
         if best.validation.get("calibrated") is not False:
             return []
@@ -373,28 +375,12 @@ def _fit_on_validation(data: list[Split], candidates: list[Candidate], options: 
     _fit_all(data, candidates, options, report, defer=options.metric != "log_loss")
 
 
-def _best(pool: list[Candidate], metric: str) -> Candidate:
-    """The best of one kind's candidates by validation ``metric`` (ties: lower log-loss,
-    then the earlier configuration); once one is calibrated, the uncalibrated ones (fitted
-    for ranking only) are out."""
-    settled = [c for c in pool if c.validation is not None
-               and c.validation.get("calibrated") is not False]
-    # max() keeps the first of equal scores, so ties go to the earlier configuration.
-    return max(settled or pool, key=lambda c: c.score(metric))
-
-
 def _choose(data: list[Split], candidates: list[Candidate], metric: str
             ) -> tuple[list[Candidate], set[int]]:
     """Per cache and kind the validation-best candidate; the ids of the best per dataset."""
     chosen: list[Candidate] = []
     for i, d in enumerate(data):
-        mine = [c for c in candidates if c.cache_index == i]
-        ok = [c for c in mine if c.validation is not None]
-        if not ok:
-            errors = "; ".join(sorted({c.error or "?" for c in mine}))
-            raise PipelineError(f"{d.path}: every head configuration failed ({errors})")
-        for kind in dict.fromkeys(c.config.kind for c in ok):
-            chosen.append(_best([c for c in ok if c.config.kind == kind], metric))
+        chosen += choose_per_kind([c for c in candidates if c.cache_index == i], d.path, metric)
     best_ids = set()
     for dataset in dict.fromkeys(data[c.cache_index].dataset for c in chosen):
         pool = [c for c in chosen if data[c.cache_index].dataset == dataset]
